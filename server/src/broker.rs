@@ -1,0 +1,414 @@
+//! The shared state behind one small interface, [`Broker`].
+//!
+//! Handlers (HTTP and WebSocket) only talk to a `Broker`: sessions, attaching and
+//! detaching connections, requests. [`LocalBroker`] keeps everything in this process; a
+//! multi-node implementation (Redis) can replace it without touching the handlers.
+//!
+//! Frames reach connections through the [`ConnHandle`] registered at attach time: a
+//! **bounded** queue plus a [`Closer`]. The broker never waits on a connection: when a
+//! queue is full the connection is a slow consumer and is closed (1008), so one client
+//! that stops reading can neither stall its room nor grow the server's memory.
+
+use crate::metrics::Metrics;
+use matchchat_core::Code;
+use matchchat_core::hub::{Attach, ConnId, Effect, FrameKind, Hub, HubConfig, PlayerId, PoolKey};
+use matchchat_core::request::Incoming;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// One frame for a connection's writer.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A `result` (shared JSON text), enveloped by the writer as a reply or a push.
+    Result { kind: FrameKind, result: Arc<str> },
+    /// A complete frame (global errors, 40009).
+    Text(String),
+}
+
+/// Closes a connection once, with the first code asked for.
+#[derive(Debug, Default)]
+pub struct Closer {
+    token: CancellationToken,
+    reason: Mutex<Option<(u16, &'static str)>>,
+}
+
+impl Closer {
+    /// Asks for the connection to close with `code`; later calls keep the first code.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        if let Ok(mut slot) = self.reason.lock()
+            && slot.is_none()
+        {
+            *slot = Some((code, reason));
+        }
+        self.token.cancel();
+    }
+
+    pub fn reason(&self) -> Option<(u16, &'static str)> {
+        self.reason.lock().ok().and_then(|r| *r)
+    }
+
+    pub async fn closed(&self) {
+        self.token.cancelled().await
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.token.is_cancelled()
+    }
+}
+
+/// Close code for a slow consumer (policy violation).
+pub const CLOSE_SLOW_CONSUMER: u16 = 1008;
+
+/// How the broker reaches one connection.
+#[derive(Clone, Debug)]
+pub struct ConnHandle {
+    pub id: ConnId,
+    pub tx: mpsc::Sender<Outbound>,
+    pub closer: Arc<Closer>,
+}
+
+impl ConnHandle {
+    /// Queues a frame without waiting; a full queue closes the connection.
+    pub fn offer(&self, frame: Outbound, metrics: &Metrics) {
+        match self.tx.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.closer.is_closed() {
+                    metrics
+                        .slow_consumers_closed
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        conn = self.id.0,
+                        "closing slow consumer: outbound queue full"
+                    );
+                }
+                self.closer
+                    .close(CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full");
+            }
+            // The connection is already going away; nothing to deliver to.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+/// A session made by `get_config`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub id: Arc<str>,
+    pub player: PlayerId,
+    pub pool: PoolKey,
+}
+
+/// Gauges for `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct BrokerStats {
+    pub sessions: usize,
+    pub players: usize,
+    pub connections: usize,
+    pub rooms: usize,
+    pub queued: Vec<(PoolKey, usize)>,
+}
+
+/// Failures of the shared state (a remote store being down, say).
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("too many sessions")]
+    AtCapacity,
+    #[error("shared state unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The interface between handlers and the shared state.
+pub trait Broker: Send + Sync + 'static {
+    /// A fresh number for a connection of this process.
+    fn next_conn_id(&self) -> ConnId;
+    /// Makes a session (a player id in a pool).
+    fn create_session(
+        &self,
+        pool: PoolKey,
+    ) -> impl Future<Output = Result<Session, BrokerError>> + Send;
+    /// The live session with this id, refreshing its expiry.
+    fn find_session(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Session>, BrokerError>> + Send;
+    /// Registers a connection and attaches it to its player (resume, takeover).
+    fn attach(
+        &self,
+        conn: ConnHandle,
+        attach: Attach,
+    ) -> impl Future<Output = Result<(), BrokerError>> + Send;
+    /// Carries out one validated request of an attached connection.
+    fn request(
+        &self,
+        conn: ConnId,
+        incoming: Incoming,
+    ) -> impl Future<Output = Result<(), BrokerError>> + Send;
+    /// The connection is gone.
+    fn detach(&self, conn: ConnId) -> impl Future<Output = ()> + Send;
+    /// Asks every connection to close (shutdown).
+    fn close_all(&self, code: u16, reason: &'static str);
+    fn stats(&self) -> BrokerStats;
+}
+
+/// Everything in this process.
+#[derive(Clone)]
+pub struct LocalBroker {
+    shared: Arc<Shared>,
+}
+
+/// One mutex over the state machine and the connection registry: the room order
+/// (PROTOCOL.md §8.8) is the order frames are queued, so queueing happens under the same
+/// lock that assigns the sequence numbers. Nothing under the lock awaits or does IO; it
+/// is held for a state-machine step plus a few non-blocking `try_send`s.
+struct Shared {
+    state: Mutex<State>,
+    sessions: Mutex<Sessions>,
+    metrics: Arc<Metrics>,
+    started: Instant,
+    next_conn: AtomicU64,
+    session_ttl: Duration,
+    max_sessions: usize,
+}
+
+struct State {
+    hub: Hub,
+    conns: HashMap<ConnId, ConnHandle>,
+    effects: Vec<Effect>,
+}
+
+struct StoredSession {
+    session: Session,
+    last_used: Instant,
+}
+
+#[derive(Default)]
+struct Sessions {
+    by_id: HashMap<Arc<str>, StoredSession>,
+}
+
+impl LocalBroker {
+    /// A broker with its background timers (grace periods, session expiry) running until
+    /// `stop` is cancelled.
+    pub fn start(
+        hub_config: HubConfig,
+        session_ttl: Duration,
+        max_sessions: usize,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) -> LocalBroker {
+        let hub = Hub::new(hub_config, Box::new(crate::ids::RandomRoomIds));
+        let broker = LocalBroker {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    hub,
+                    conns: HashMap::new(),
+                    effects: Vec::new(),
+                }),
+                sessions: Mutex::new(Sessions::default()),
+                metrics,
+                started: Instant::now(),
+                next_conn: AtomicU64::new(1),
+                session_ttl,
+                max_sessions,
+            }),
+        };
+        let ticker = broker.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(50));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_sweep = Instant::now();
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = every.tick() => {}
+                }
+                ticker.tick();
+                if last_sweep.elapsed() >= Duration::from_secs(1).min(ticker.shared.session_ttl) {
+                    last_sweep = Instant::now();
+                    ticker.expire_sessions();
+                }
+            }
+        });
+        broker
+    }
+
+    fn mono_ms(&self) -> u64 {
+        u64::try_from(self.shared.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic under the lock would poison it; the state machine does not panic, and
+        // if it ever did, serving on is better than taking every room down with it.
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, Sessions> {
+        self.shared
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs one state-machine step and carries out its effects, under the lock.
+    fn step(&self, f: impl FnOnce(&mut Hub, &mut Vec<Effect>)) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        f(&mut state.hub, &mut state.effects);
+        let metrics = &self.shared.metrics;
+        for effect in state.effects.drain(..) {
+            match effect {
+                Effect::Send {
+                    conn,
+                    kind,
+                    code,
+                    result,
+                } => {
+                    if let Some(handle) = state.conns.get(&conn) {
+                        if !matches!(
+                            code,
+                            Code::Success | Code::Matched | Code::ChatData | Code::PeerLeft
+                        ) {
+                            metrics.error(code);
+                        }
+                        handle.offer(Outbound::Result { kind, result }, metrics);
+                    }
+                }
+                Effect::Close { conn, code, reason } => {
+                    if let Some(handle) = state.conns.remove(&conn) {
+                        handle.closer.close(code, reason);
+                    }
+                }
+            }
+        }
+    }
+
+    fn tick(&self) {
+        let now = self.mono_ms();
+        let due = self.lock().hub.next_deadline().is_some_and(|d| d <= now);
+        if due {
+            self.step(|hub, out| hub.tick(now, out));
+        }
+    }
+
+    fn expire_sessions(&self) {
+        let ttl = self.shared.session_ttl;
+        let expired: Vec<Session> = {
+            let connected: std::collections::HashSet<PlayerId> = {
+                let state = self.lock();
+                state
+                    .conns
+                    .keys()
+                    .filter_map(|c| state.hub.player_of(*c).cloned())
+                    .collect()
+            };
+            let mut sessions = self.sessions();
+            let now = Instant::now();
+            let mut gone = Vec::new();
+            sessions.by_id.retain(|_, s| {
+                if connected.contains(&s.session.player) {
+                    // In use right now: that counts as use.
+                    s.last_used = now;
+                    return true;
+                }
+                let keep = now.saturating_duration_since(s.last_used) < ttl;
+                if !keep {
+                    gone.push(s.session.clone());
+                }
+                keep
+            });
+            gone
+        };
+        for session in expired {
+            self.step(|hub, out| hub.forget(&session.player, out));
+        }
+    }
+}
+
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Broker for LocalBroker {
+    fn next_conn_id(&self) -> ConnId {
+        ConnId(self.shared.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    async fn create_session(&self, pool: PoolKey) -> Result<Session, BrokerError> {
+        let mut sessions = self.sessions();
+        if sessions.by_id.len() >= self.shared.max_sessions {
+            return Err(BrokerError::AtCapacity);
+        }
+        let session = Session {
+            id: crate::ids::session_id().into(),
+            player: crate::ids::player_id().into(),
+            pool,
+        };
+        sessions.by_id.insert(
+            session.id.clone(),
+            StoredSession {
+                session: session.clone(),
+                last_used: Instant::now(),
+            },
+        );
+        Ok(session)
+    }
+
+    async fn find_session(&self, id: &str) -> Result<Option<Session>, BrokerError> {
+        let mut sessions = self.sessions();
+        let ttl = self.shared.session_ttl;
+        let now = Instant::now();
+        Ok(match sessions.by_id.get_mut(id) {
+            Some(s) if now.saturating_duration_since(s.last_used) < ttl => {
+                s.last_used = now;
+                Some(s.session.clone())
+            }
+            _ => None,
+        })
+    }
+
+    async fn attach(&self, conn: ConnHandle, attach: Attach) -> Result<(), BrokerError> {
+        // Registered first, so the 20001 and replay of a resume have somewhere to go.
+        self.lock().conns.insert(conn.id, conn);
+        self.step(|hub, out| hub.attach(attach, out));
+        Ok(())
+    }
+
+    async fn request(&self, conn: ConnId, incoming: Incoming) -> Result<(), BrokerError> {
+        let now = epoch_ms();
+        self.step(|hub, out| hub.handle(conn, incoming.id, incoming.request, now, out));
+        Ok(())
+    }
+
+    async fn detach(&self, conn: ConnId) {
+        let now = self.mono_ms();
+        self.step(|hub, out| hub.detach(conn, now, out));
+        self.lock().conns.remove(&conn);
+    }
+
+    fn close_all(&self, code: u16, reason: &'static str) {
+        for handle in self.lock().conns.values() {
+            handle.closer.close(code, reason);
+        }
+    }
+
+    fn stats(&self) -> BrokerStats {
+        let sessions = self.sessions().by_id.len();
+        let state = self.lock();
+        let hub = state.hub.stats();
+        BrokerStats {
+            sessions,
+            players: hub.players,
+            connections: state.conns.len(),
+            rooms: hub.rooms,
+            queued: hub.queued,
+        }
+    }
+}
