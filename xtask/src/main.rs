@@ -1,0 +1,98 @@
+//! `cargo xtask <command>`: the project's two entry points and its benchmarks.
+//!
+//! - `run`: installs whatever is missing, builds the browser client (release) and starts
+//!   the server at http://127.0.0.1:8080 (extra arguments go to the server).
+//! - `test`: installs whatever is missing and runs every check and test: formatting,
+//!   clippy, the Rust tests (core, server, load-generator smoke), the browser tests.
+//! - `bench`: the standard load scenarios against release builds, into docs/BENCHMARKS.md.
+//!
+//! Plain `std::process::Command` calls, so it needs nothing but cargo to start.
+
+mod bench;
+mod web;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, rest) = match args.split_first() {
+        Some((c, rest)) => (c.as_str(), rest.to_vec()),
+        None => ("help", Vec::new()),
+    };
+    let result = match command {
+        "run" => run(&rest),
+        "test" => test(),
+        "bench" => bench::run(),
+        "help" | "--help" | "-h" => {
+            print_help();
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`; try `cargo xtask help`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {command}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_help() {
+    println!(
+        "cargo xtask run [SERVER ARGS]   install what is missing, build the client, serve http://127.0.0.1:8080\n\
+         cargo xtask test                install what is missing, run every check and test\n\
+         cargo xtask bench               run the load scenarios, write docs/BENCHMARKS.md"
+    );
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// Runs a command in the workspace root, echoing it; fails on a non-zero exit.
+pub fn cmd(program: &str, args: &[&str]) -> Result<(), String> {
+    step(program, args, &[])
+}
+
+/// Like [`cmd`], with extra environment variables.
+pub fn step(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
+    println!("$ {program} {}", args.join(" "));
+    let started = Instant::now();
+    let status = Command::new(program)
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot start `{program}`: {e}"))?;
+    if status.success() {
+        println!("  ({:.1} s)", started.elapsed().as_secs_f64());
+        Ok(())
+    } else {
+        Err(format!("`{program} {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn run(server_args: &[String]) -> Result<(), String> {
+    web::ensure_web_toolchain()?;
+    web::build_client(true)?;
+    println!("building and starting the server (first build on 2 cores: ~2 min)");
+    let mut args = vec!["run", "--release", "--package", "matchchat-server", "--", "--static-dir", "dist"];
+    args.extend(server_args.iter().map(String::as_str));
+    cmd("cargo", &args)
+}
+
+fn test() -> Result<(), String> {
+    let started = Instant::now();
+    cmd("cargo", &["fmt", "--all", "--check"])?;
+    cmd("cargo", &["clippy", "--workspace", "--exclude", "matchchat-web", "--all-targets", "--", "-D", "warnings"])?;
+    cmd("cargo", &["test", "--workspace", "--exclude", "matchchat-web", "--exclude", "matchchat-e2e"])?;
+    web::ensure_web_toolchain()?;
+    web::test_web()?;
+    println!("all checks and tests passed in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
