@@ -24,12 +24,13 @@ pub struct TestServer {
 
 /// A config with short timeouts, so the suite stays fast.
 pub fn test_config() -> Config {
-    let mut config = Config::default();
-    config.bind = "127.0.0.1:0".parse().unwrap();
-    config.static_dir = std::env::temp_dir().join("matchchat-no-client-here");
-    config.resume_grace_ms = 2_000;
-    config.shutdown_grace_ms = 2_000;
-    config
+    Config {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        static_dir: std::env::temp_dir().join("matchchat-no-client-here"),
+        resume_grace_ms: 2_000,
+        shutdown_grace_ms: 2_000,
+        ..Config::default()
+    }
 }
 
 pub async fn start() -> TestServer {

@@ -185,34 +185,113 @@ async fn connection_limits_refuse_the_upgrade_with_503() {
     let _again = s.anonymous().await;
 }
 
+/// A raw WebSocket client (handshake done) for frames the usual client will not send.
+async fn raw_socket(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
+    tcp
+}
+
+/// One masked client frame.
+fn masked_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Reads until a close frame arrives; returns its code.
+async fn close_code(tcp: &mut tokio::net::TcpStream) -> u16 {
+    use tokio::io::AsyncReadExt;
+    let mut all = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed without a close frame");
+        all.extend_from_slice(&buf[..n]);
+        // Server frames are unmasked; skip whole frames until the close (opcode 8).
+        let mut at = 0;
+        while at + 2 <= all.len() {
+            let opcode = all[at] & 0x0f;
+            let (len, header) = match all[at + 1] & 0x7f {
+                126 if at + 4 <= all.len() => {
+                    (u16::from_be_bytes([all[at + 2], all[at + 3]]) as usize, 4)
+                }
+                127 => panic!("unexpected huge server frame"),
+                126 => break,
+                n => (n as usize, 2),
+            };
+            if at + header + len > all.len() {
+                break;
+            }
+            if opcode == 8 {
+                return u16::from_be_bytes([all[at + header], all[at + header + 1]]);
+            }
+            at += header + len;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_limit_applies_to_the_reassembled_message() {
+    use tokio::io::AsyncWriteExt;
+    let s = start().await;
+    // Two fragments of 40 KiB: each under the limit, together over it.
+    let mut tcp = raw_socket(s.addr).await;
+    let part = vec![b'a'; 40 * 1024];
+    tcp.write_all(&masked_frame(false, 1, &part)).await.unwrap();
+    tcp.write_all(&masked_frame(true, 0, &part)).await.unwrap();
+    assert_eq!(close_code(&mut tcp).await, 1009);
+    // Fragments adding up to a normal request are read as one message.
+    let mut c = raw_socket(s.addr).await;
+    let text = br#"{"jsonrpc":"2.0","id":"f","method":"game/cancel_match","params":[]}"#;
+    c.write_all(&masked_frame(false, 1, &text[..20]))
+        .await
+        .unwrap();
+    c.write_all(&masked_frame(true, 0, &text[20..]))
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut c, &mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = String::from_utf8_lossy(&buf[2..n]).into_owned();
+    assert!(
+        reply.contains(r#""code":20000"#) && reply.contains(r#""id":"f""#),
+        "{reply}"
+    );
+}
+
 #[tokio::test]
 async fn text_that_is_not_utf8_closes_1007() {
     use tokio::io::AsyncWriteExt;
     let s = start().await;
-    // A raw handshake, then one masked text frame whose payload is not UTF-8.
-    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let req = format!(
-        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        s.addr
-    );
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 1024];
-    let n = tokio::io::AsyncReadExt::read(&mut tcp, &mut buf)
+    let mut tcp = raw_socket(s.addr).await;
+    tcp.write_all(&masked_frame(true, 1, &[0xff, 0xfe, 0xfd]))
         .await
         .unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
-    let payload = [0xff, 0xfe, 0xfd];
-    let mask = [1u8, 2, 3, 4];
-    let mut frame = vec![0x81, 0x80 | payload.len() as u8];
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    tcp.write_all(&frame).await.unwrap();
-    let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut tcp, &mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    // A close frame (opcode 8) with code 1007.
-    assert!(n >= 4, "got {n} bytes");
-    assert_eq!(buf[0] & 0x0f, 8);
-    assert_eq!(u16::from_be_bytes([buf[2], buf[3]]), 1007);
+    assert_eq!(close_code(&mut tcp).await, 1007);
 }

@@ -230,18 +230,38 @@ async fn takeover_closes_the_old_connection_with_4001_and_inherits_the_room() {
     let (mut a, _) = s.session(1, "t").await;
     let (mut b, sb) = s.session(1, "t").await;
     let room = match_two(&mut a, &mut b).await;
+    a.expect_reply(
+        "c0",
+        "game/send_chat_msg",
+        json!({"chat_msg": "to the first tab", "chat_sn": "0"}),
+        20002,
+    )
+    .await;
+    assert_eq!(
+        b.expect_push(20002).await["result"]["data"]["chat_msg"],
+        "to the first tab"
+    );
+    // A second tab with the same session.
     let mut b2 = s.resume(&sb, None).await;
     assert_eq!(b.ended().await, Ended::Closed(Some(4001)));
+    // §8.12: 20001 again; nothing to replay, the old tab had everything.
     assert_eq!(
         b2.expect_push(20001).await["result"]["data"]["room_id"],
         room.as_str()
     );
+    b2.expect_silence(Duration::from_millis(150)).await;
     a.chat("c", "to the new tab", "1").await;
     a.next_json().await;
     assert_eq!(
         b2.expect_push(20002).await["result"]["data"]["chat_msg"],
         "to the new tab"
     );
-    // The old connection's end does not disturb the room.
+    b2.chat("c", "from the new tab", "b1").await;
+    b2.next_json().await;
+    assert_eq!(
+        a.expect_push(20002).await["result"]["data"]["chat_msg"],
+        "from the new tab"
+    );
+    // The old connection's end does not disturb the room: no 20003 for a.
     a.expect_silence(Duration::from_millis(200)).await;
 }
