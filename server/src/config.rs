@@ -84,6 +84,15 @@ pub struct Config {
     #[arg(long, env = "MATCHCHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
     pub max_connections_per_ip: usize,
 
+    /// A browser origin allowed to open `/ws` besides the page's own (repeatable, or
+    /// comma-separated in the environment), e.g. `http://127.0.0.1:8000` for `trunk serve`.
+    #[arg(
+        long = "allowed-origin",
+        env = "MATCHCHAT_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
     /// How long shutdown waits for connections to close, in milliseconds.
     #[arg(long, env = "MATCHCHAT_SHUTDOWN_GRACE_MS", default_value_t = 3_000)]
     pub shutdown_grace_ms: u64,

@@ -214,6 +214,8 @@ fn routes<B: Broker>(
         .and(warp::path::end())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::addr::remote())
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>("host"))
         .and(warp::ws())
         .and(with_ctx.clone())
         .and_then(ws_upgrade);
@@ -430,12 +432,41 @@ fn plain(status: StatusCode, text: &'static str) -> warp::reply::Response {
     warp::reply::with_status(text, status).into_response()
 }
 
+/// Browsers send `Origin`; a page of another site must not open sockets in its visitors'
+/// names. Allowed: no `Origin` (not a browser), the page's own origin (same host and
+/// port as the request), or one of `--allowed-origin`.
+fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) -> bool {
+    let Some(origin) = origin else {
+        return true;
+    };
+    if allowed
+        .iter()
+        .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let authority = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
+}
+
 async fn ws_upgrade<B: Broker>(
     query: String,
     remote: Option<SocketAddr>,
+    origin: Option<String>,
+    host: Option<String>,
     ws: warp::ws::Ws,
     ctx: Arc<Context<B>>,
 ) -> Result<warp::reply::Response, Rejection> {
+    if !origin_allowed(
+        origin.as_deref(),
+        host.as_deref(),
+        &ctx.config.allowed_origins,
+    ) {
+        ctx.metrics.connections_refused.fetch_add(1, Relaxed);
+        return Ok(plain(StatusCode::FORBIDDEN, "origin not allowed"));
+    }
     if ctx.is_draining() {
         ctx.metrics.connections_refused.fetch_add(1, Relaxed);
         return Ok(plain(
@@ -502,6 +533,27 @@ async fn ws_upgrade<B: Broker>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins() {
+        let extra = vec!["http://127.0.0.1:8000".to_owned()];
+        assert!(origin_allowed(None, Some("h:1"), &[]));
+        assert!(origin_allowed(Some("http://h:1"), Some("h:1"), &[]));
+        assert!(origin_allowed(Some("https://H:1"), Some("h:1"), &[]));
+        assert!(!origin_allowed(
+            Some("http://evil.example"),
+            Some("h:1"),
+            &[]
+        ));
+        assert!(!origin_allowed(Some("http://h:2"), Some("h:1"), &[]));
+        assert!(!origin_allowed(Some("null"), Some("h:1"), &[]));
+        assert!(!origin_allowed(Some("http://h:1"), None, &[]));
+        assert!(origin_allowed(
+            Some("http://127.0.0.1:8000"),
+            Some("h:1"),
+            &extra
+        ));
+    }
 
     #[test]
     fn config_request_validation() {

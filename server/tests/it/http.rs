@@ -203,3 +203,34 @@ async fn static_client_is_served_and_its_absence_explained() {
     assert_eq!(status, 404);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn websocket_origins_are_checked() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let s = start_with(|c| c.allowed_origins = vec!["http://127.0.0.1:8000".into()]).await;
+    let connect = |origin: Option<String>| {
+        let mut req = format!("ws://{}/ws", s.addr).into_client_request().unwrap();
+        if let Some(o) = origin {
+            req.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(req)
+    };
+    assert!(
+        connect(None).await.is_ok(),
+        "no Origin: not a browser, allowed"
+    );
+    assert!(
+        connect(Some(format!("http://{}", s.addr))).await.is_ok(),
+        "the page's own origin"
+    );
+    assert!(
+        connect(Some("http://127.0.0.1:8000".into())).await.is_ok(),
+        "an allowed origin"
+    );
+    match connect(Some("http://evil.example".into())).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 403)
+        }
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+}
