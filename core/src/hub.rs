@@ -656,9 +656,9 @@ impl Hub {
                 }
             }
             let pool = room
-                .roster
+                .members
                 .first()
-                .and_then(|p| self.players.get(p))
+                .and_then(|m| self.players.get(&m.player))
                 .map(|p| &p.pool);
             for m in &room.members {
                 let p = self.players.get(&m.player).map(|p| &p.pool);

@@ -6,6 +6,7 @@ mod common;
 
 mod chat;
 mod errors;
+mod faults;
 mod http;
 mod limits;
 mod matching;
