@@ -255,10 +255,16 @@ fn routes<B: Broker>(
         let index_path = index_path.clone();
         async move {
             match tokio::fs::read(&index_path).await {
-                Ok(bytes) => warp::reply::with_status(
-                    warp::reply::with_header(bytes, "content-type", "text/html; charset=utf-8"),
-                    StatusCode::OK,
-                ),
+                Ok(bytes) => {
+                    let csp = content_security_policy(&String::from_utf8_lossy(&bytes));
+                    let mut resp =
+                        warp::reply::with_header(bytes, "content-type", "text/html; charset=utf-8")
+                            .into_response();
+                    if let Ok(value) = warp::http::HeaderValue::from_str(&csp) {
+                        resp.headers_mut().insert("content-security-policy", value);
+                    }
+                    resp
+                }
                 Err(_) => warp::reply::with_status(
                     warp::reply::with_header(
                         missing_client_page(&index_path).into_bytes(),
@@ -266,7 +272,8 @@ fn routes<B: Broker>(
                         "text/html; charset=utf-8",
                     ),
                     StatusCode::NOT_FOUND,
-                ),
+                )
+                .into_response(),
             }
         }
     });
@@ -281,6 +288,39 @@ fn routes<B: Broker>(
             "nosniff",
         ))
         .recover(handle_rejection)
+}
+
+/// A strict policy for the client page: its own origin only, no plugins, no framing;
+/// `'wasm-unsafe-eval'` because the client is WebAssembly, and the page's own inline
+/// scripts (trunk's loader) allowed by their SHA-256 hash rather than `'unsafe-inline'`.
+fn content_security_policy(html: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let mut script_src = String::from("'self' 'wasm-unsafe-eval'");
+    let mut rest = html;
+    while let Some(open) = rest.find("<script") {
+        let after = &rest[open..];
+        let Some(tag_end) = after.find('>') else {
+            break;
+        };
+        let tag = &after[..tag_end];
+        let body_and_more = &after[tag_end + 1..];
+        let Some(close) = body_and_more.find("</script>") else {
+            break;
+        };
+        if !tag.contains(" src=") {
+            let hash = sha2::Sha256::digest(body_and_more[..close].as_bytes());
+            script_src.push_str(&format!(
+                " 'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(hash)
+            ));
+        }
+        rest = &body_and_more[close..];
+    }
+    format!(
+        "default-src 'self'; script-src {script_src}; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    )
 }
 
 fn missing_client_page(index_path: &std::path::Path) -> String {
@@ -533,6 +573,26 @@ async fn ws_upgrade<B: Broker>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csp_hashes_inline_scripts_only() {
+        let html = "<script type=\"module\">import init from '/a.js';</script><script src=\"/x.js\"></script>";
+        let csp = content_security_policy(html);
+        // sha256 of `import init from '/a.js';`, base64.
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let expected = base64::engine::general_purpose::STANDARD
+            .encode(sha2::Sha256::digest(b"import init from '/a.js';"));
+        assert!(
+            csp.contains(&format!(
+                "script-src 'self' 'wasm-unsafe-eval' 'sha256-{expected}';"
+            )),
+            "{csp}"
+        );
+        assert_eq!(csp.matches("sha256-").count(), 1);
+        assert!(!csp.contains("unsafe-inline"));
+        assert!(csp.contains("frame-ancestors 'none'"));
+    }
 
     #[test]
     fn origins() {

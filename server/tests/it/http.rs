@@ -197,6 +197,12 @@ async fn static_client_is_served_and_its_absence_explained() {
             .unwrap()
             .starts_with("text/html")
     );
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("'wasm-unsafe-eval'"),
+        "{csp}"
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
     let (status, body, _) = s.get("/app.js").await;
     assert_eq!((status, body.as_str()), (200, "console.log(1)"));
     let (status, _, _) = s.get("/../etc/passwd").await;
