@@ -309,7 +309,7 @@ fn content_security_policy(html: &str) -> String {
             break;
         };
         if !tag.contains(" src=") {
-            let hash = sha2::Sha256::digest(body_and_more[..close].as_bytes());
+            let hash = sha2::Sha256::digest(&body_and_more.as_bytes()[..close]);
             script_src.push_str(&format!(
                 " 'sha256-{}'",
                 base64::engine::general_purpose::STANDARD.encode(hash)
