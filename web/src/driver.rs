@@ -77,7 +77,8 @@ struct Inner {
     reconnect_timer: Option<Timeout>,
     resend_timer: Option<Timeout>,
     _heartbeat: Option<Interval>,
-    _pagehide: Option<Closure<dyn FnMut()>>,
+    /// Window event handlers; kept alive as long as the page.
+    _listeners: Vec<Closure<dyn FnMut()>>,
 }
 
 struct Driver {
@@ -107,7 +108,7 @@ impl Driver {
                 reconnect_timer: None,
                 resend_timer: None,
                 _heartbeat: None,
-                _pagehide: None,
+                _listeners: Vec::new(),
             }),
             update,
             this: this.clone(),
@@ -143,14 +144,24 @@ impl Driver {
                 }
             })
         };
+        let online = {
+            let weak = Rc::downgrade(&driver);
+            Closure::<dyn FnMut()>::new(move || {
+                if let Some(d) = weak.upgrade() {
+                    d.dispatch(Input::NetworkOnline);
+                }
+            })
+        };
         if let Some(window) = web_sys::window() {
             let _ = window
                 .add_event_listener_with_callback("pagehide", pagehide.as_ref().unchecked_ref());
+            let _ =
+                window.add_event_listener_with_callback("online", online.as_ref().unchecked_ref());
         }
         {
             let mut inner = driver.inner.borrow_mut();
             inner._heartbeat = Some(heartbeat);
-            inner._pagehide = Some(pagehide);
+            inner._listeners = vec![pagehide, online];
         }
         driver
     }
@@ -249,11 +260,8 @@ impl Driver {
                 });
                 self.inner.borrow_mut().resend_timer = Some(timer);
             }
-            Command::SaveSession(Some(session)) => save_session(&session),
-            Command::SaveSession(None) => {
-                let old = self.inner.borrow().client.session.clone();
-                forget_session(old.as_ref());
-            }
+            Command::SaveSession(session) => save_session(&session),
+            Command::ForgetSession(session) => forget_session(&session),
             Command::SaveOutbox => {
                 let inner = self.inner.borrow();
                 if let Some(s) = &inner.client.session {
@@ -373,14 +381,15 @@ fn save_session(session: &Session) {
     let _ = SessionStorage::set(CLAIM_KEY, &session.session_id);
 }
 
-fn forget_session(session: Option<&Session>) {
-    if let Some(s) = session {
-        let mut stored: Vec<StoredSession> = LocalStorage::get(SESSIONS_KEY).unwrap_or_default();
-        session::forget(&mut stored, &s.session_id);
-        let _ = LocalStorage::set(SESSIONS_KEY, &stored);
-        LocalStorage::delete(outbox_key(s));
+fn forget_session(s: &Session) {
+    let mut stored: Vec<StoredSession> = LocalStorage::get(SESSIONS_KEY).unwrap_or_default();
+    session::forget(&mut stored, &s.session_id);
+    let _ = LocalStorage::set(SESSIONS_KEY, &stored);
+    LocalStorage::delete(outbox_key(s));
+    // Only drop this tab's claim if it was on this session (a renewal saves the new one).
+    if SessionStorage::get::<String>(CLAIM_KEY).is_ok_and(|id| id == s.session_id) {
+        SessionStorage::delete(CLAIM_KEY);
     }
-    SessionStorage::delete(CLAIM_KEY);
 }
 
 fn outbox_key(session: &Session) -> String {

@@ -156,12 +156,28 @@ pub enum Action {
 pub enum Input {
     User(Action),
     ConfigLoaded(Result<ConfigData, ConfigFailure>),
-    SocketOpened { epoch: u64 },
-    SocketFrame { epoch: u64, text: String },
-    SocketClosed { epoch: u64, opened: bool, code: u16 },
-    HealthChecked { epoch: u64, ok: bool },
-    ReconnectDue { epoch: u64 },
+    SocketOpened {
+        epoch: u64,
+    },
+    SocketFrame {
+        epoch: u64,
+        text: String,
+    },
+    SocketClosed {
+        epoch: u64,
+        opened: bool,
+        code: u16,
+    },
+    HealthChecked {
+        epoch: u64,
+        ok: bool,
+    },
+    ReconnectDue {
+        epoch: u64,
+    },
     ResendDue,
+    /// The browser reports the network is back (`online` event): do not wait out the backoff.
+    NetworkOnline,
 }
 
 /// What the browser side must do.
@@ -192,8 +208,10 @@ pub enum Command {
     ScheduleResend {
         delay_ms: u32,
     },
-    /// Store (or with `None` forget) this tab's session.
-    SaveSession(Option<Session>),
+    /// Store this tab's session (and mark it alive).
+    SaveSession(Session),
+    /// Remove a session from storage: refused by the server, or the player left it.
+    ForgetSession(Session),
     /// Store [`Client::outbox`].
     SaveOutbox,
 }
@@ -327,6 +345,13 @@ impl Client {
                 }
             }
             Input::ResendDue => self.resend_pending(&mut out),
+            Input::NetworkOnline => {
+                if matches!(self.conn, Conn::Reconnecting { .. }) {
+                    self.backoff.reset();
+                    let last_seq = self.room.as_ref().map_or(0, |r| r.max_seq);
+                    self.connect(last_seq, &mut out);
+                }
+            }
             // Events of a socket that has since been replaced.
             Input::SocketOpened { .. }
             | Input::SocketFrame { .. }
@@ -401,8 +426,9 @@ impl Client {
                 }
                 self.epoch += 1;
                 out.push(Command::Disconnect);
-                out.push(Command::SaveSession(None));
-                self.session = None;
+                if let Some(old) = self.session.take() {
+                    out.push(Command::ForgetSession(old));
+                }
                 self.conn = Conn::Offline;
                 self.phase = Phase::Setup;
                 self.room = None;
@@ -429,6 +455,10 @@ impl Client {
                         .as_ref()
                         .map(|s| (s.product_id, s.game_zone.clone()))
                         .unwrap_or((1, String::new()));
+                    // The refused session must not be picked up again by a later tab.
+                    if let Some(old) = self.session.take() {
+                        out.push(Command::ForgetSession(old));
+                    }
                     self.start_session(data, product_id, game_zone, out);
                     self.notice = Some(Notice::SessionRenewed);
                     self.just_renewed = true;
@@ -463,7 +493,7 @@ impl Client {
             product_id,
             game_zone,
         };
-        out.push(Command::SaveSession(Some(session.clone())));
+        out.push(Command::SaveSession(session.clone()));
         self.session = Some(session);
         // A new player has no room and nothing pending.
         self.room = None;
@@ -793,8 +823,11 @@ impl Client {
             return;
         }
         room.max_seq = room.max_seq.max(data.seq);
-        room.peers.retain(|p| *p != data.player_id);
-        if room.peers.is_empty() {
+        if room.peers.iter().any(|p| *p != data.player_id) {
+            // A bigger room goes on without them.
+            room.peers.retain(|p| *p != data.player_id);
+        } else {
+            // The last peer stays named on screen: "who left" is what the player reads.
             self.end_room(EndReason::PeerLeft(data.reason), out);
         }
     }
@@ -955,7 +988,7 @@ mod tests {
         assert_eq!(c.session, Some(session()));
         assert_eq!(c.phase, Phase::Lobby);
         assert_eq!(c.conn, Conn::Connecting);
-        assert!(cmds.contains(&Command::SaveSession(Some(session()))));
+        assert!(cmds.contains(&Command::SaveSession(session())));
         assert!(cmds.contains(&Command::Connect {
             epoch: c.epoch(),
             session_id: "S".repeat(40),
@@ -1249,6 +1282,8 @@ mod tests {
             c.phase,
             Phase::Ended(EndReason::PeerLeft(LeaveReason::Left))
         );
+        let peers = c.room.as_ref().map(|r| r.peers.clone());
+        assert_eq!(peers, Some(vec!["peerBBBBBB".to_owned()]));
         assert_eq!(
             lines(&c),
             vec![(
@@ -1267,6 +1302,39 @@ mod tests {
         assert_eq!(sent(&cmds)[0].1, Request::MatchPlayer);
         assert_eq!(c.phase, Phase::Waiting { since_ms: 50.0 });
         assert!(c.room.is_none());
+    }
+
+    #[test]
+    fn a_bigger_room_goes_on_when_one_peer_leaves() {
+        let mut c = online();
+        let data = MatchedData {
+            room_id: "room3".into(),
+            player_id: "meAAAAAAAA".into(),
+            peer_ids: vec!["peerBBBBBB".into(), "peerCCCCCC".into()],
+        };
+        frame(
+            &mut c,
+            push_frame(&result_json(Code::Matched, &data), PUSH_ID),
+        );
+        let left = |who: &str| PeerLeftData {
+            room_id: "room3".into(),
+            player_id: who.into(),
+            reason: LeaveReason::Disconnected,
+            seq: 1,
+        };
+        frame(
+            &mut c,
+            push_frame(&result_json(Code::PeerLeft, &left("peerBBBBBB")), PUSH_ID),
+        );
+        assert_eq!(c.phase, Phase::Chat);
+        frame(
+            &mut c,
+            push_frame(&result_json(Code::PeerLeft, &left("peerCCCCCC")), PUSH_ID),
+        );
+        assert_eq!(
+            c.phase,
+            Phase::Ended(EndReason::PeerLeft(LeaveReason::Disconnected))
+        );
     }
 
     #[test]
@@ -1346,6 +1414,27 @@ mod tests {
     }
 
     #[test]
+    fn network_back_online_reconnects_at_once() {
+        let mut c = online();
+        // Nothing to do while connected.
+        assert!(c.handle(Input::NetworkOnline, 0.0).is_empty());
+        let epoch = c.epoch();
+        c.handle(
+            Input::SocketClosed {
+                epoch,
+                opened: true,
+                code: 1006,
+            },
+            0.0,
+        );
+        let cmds = c.handle(Input::NetworkOnline, 10.0);
+        assert!(matches!(cmds[..], [Command::Connect { .. }]));
+        assert_eq!(c.conn, Conn::Connecting);
+        // The timer of the abandoned wait finds nothing to do.
+        assert!(c.handle(Input::ReconnectDue { epoch }, 20.0).is_empty());
+    }
+
+    #[test]
     fn taken_over_does_not_reconnect_until_asked() {
         let mut c = online();
         let epoch = c.epoch();
@@ -1409,6 +1498,7 @@ mod tests {
             1000.0,
         );
         assert_eq!(c.notice, Some(Notice::SessionRenewed));
+        assert!(cmds.contains(&Command::ForgetSession(session())));
         assert_eq!(
             c.session.as_ref().map(|s| s.account.as_str()),
             Some("newCCCCCCC")
@@ -1499,7 +1589,7 @@ mod tests {
         let mut c = online();
         let cmds = c.handle(Input::User(Action::SwitchZone), 0.0);
         assert!(cmds.contains(&Command::Disconnect));
-        assert!(cmds.contains(&Command::SaveSession(None)));
+        assert!(cmds.contains(&Command::ForgetSession(session())));
         assert_eq!(c.phase, Phase::Setup);
         assert_eq!(c.session, None);
         assert_eq!(c.conn, Conn::Offline);

@@ -40,11 +40,17 @@ pub fn pick(stored: &[StoredSession], claimed: Option<&str>, now_ms: f64) -> Opt
     {
         return Some(s.session.clone());
     }
-    stored
+    // The list is newest first: among equally old entries the first (newest) wins.
+    let mut best: Option<&StoredSession> = None;
+    for s in stored
         .iter()
         .filter(|s| s.seen_ms <= 0.0 || now_ms - s.seen_ms >= STALE_MS)
-        .max_by(|a, b| a.seen_ms.total_cmp(&b.seen_ms))
-        .map(|s| s.session.clone())
+    {
+        if best.is_none_or(|b| s.seen_ms > b.seen_ms) {
+            best = Some(s);
+        }
+    }
+    best.map(|s| s.session.clone())
 }
 
 /// Marks `session` alive now, adding it (newest first) if it is new.
@@ -148,6 +154,12 @@ mod tests {
         assert_eq!(pick(&stored, None, 1e9), Some(session("18")));
         // A claim for a forgotten session falls back to the free ones.
         assert_eq!(pick(&stored, Some("19"), 1e9), Some(session("18")));
+        // All released: the newest one.
+        for i in 0..18 {
+            release(&mut stored, &i.to_string());
+        }
+        release(&mut stored, "18");
+        assert_eq!(pick(&stored, None, 5.0), Some(session("18")));
     }
 
     #[test]

@@ -80,6 +80,11 @@ pub fn screen(props: &ScreenProps) -> Html {
     let lang = props.lang;
     let act = props.on_action.clone();
     let online = client.online();
+    let zone = client
+        .session
+        .as_ref()
+        .map(|s| s.game_zone.clone())
+        .unwrap_or_default();
     let body = if client.conn == Conn::TakenOver {
         html! { <TakenOver {lang} on_action={act.clone()} /> }
     } else {
@@ -87,7 +92,9 @@ pub fn screen(props: &ScreenProps) -> Html {
             Phase::Setup | Phase::SigningIn => html! {
                 <SetupForm {lang} busy={client.phase == Phase::SigningIn} on_action={act.clone()} />
             },
-            Phase::Lobby => html! { <Lobby {lang} {online} on_action={act.clone()} /> },
+            Phase::Lobby => {
+                html! { <Lobby {lang} {online} zone={zone.clone()} on_action={act.clone()} /> }
+            }
             Phase::Waiting { since_ms } => {
                 let secs = ((props.now_ms - since_ms) / 1000.0).max(0.0) as u64;
                 html! { <Waiting {lang} {secs} on_action={act.clone()} /> }
@@ -99,14 +106,15 @@ pub fn screen(props: &ScreenProps) -> Html {
                         _ => None,
                     }} {online} on_action={act.clone()} />
                 },
-                None => html! { <Lobby {lang} {online} on_action={act.clone()} /> },
+                None => {
+                    html! { <Lobby {lang} {online} zone={zone.clone()} on_action={act.clone()} /> }
+                }
             },
         }
     };
     let notice = client.notice.as_ref().map(|n| lang.notice(n));
     html! {
-        <ContextProvider<Lang> context={lang}>
-            <div class="app" data-phase={phase_name(&client.phase)} data-conn={conn_name(&client.conn)}>
+        <div class="app" data-phase={phase_name(&client.phase)} data-conn={conn_name(&client.conn)}>
                 <header class="topbar">
                     <h1 class="brand">{ lang.t(Ui::Title) }</h1>
                     <ConnBadge {lang} conn={client.conn.clone()} now_ms={props.now_ms} />
@@ -123,7 +131,6 @@ pub fn screen(props: &ScreenProps) -> Html {
                 }
                 <main class="stage">{ body }</main>
             </div>
-        </ContextProvider<Lang>>
     }
 }
 
@@ -250,6 +257,7 @@ fn default_product_id() -> i64 {
 struct LobbyProps {
     lang: Lang,
     online: bool,
+    zone: String,
     on_action: Callback<Action>,
 }
 
@@ -258,6 +266,7 @@ fn lobby(props: &LobbyProps) -> Html {
     let lang = props.lang;
     html! {
         <section class="card lobby" id="lobby">
+            <span class="zone" id="zone-name">{ lang.t(Ui::ZoneLabel) }{ " · " }{ props.zone.clone() }</span>
             <h2>{ lang.t(Ui::LobbyTitle) }</h2>
             <p>{ lang.t(Ui::LobbyBody) }</p>
             <button type="button" class="primary big" id="match" disabled={!props.online}
@@ -320,7 +329,7 @@ fn chat_panel(props: &ChatProps) -> Html {
                 <span class="avatar" aria-hidden="true">{ peer.chars().next().unwrap_or('?') }</span>
                 <span class="peer">
                     <strong id="peer-id">{ peer.clone() }</strong>
-                    <small>{ lang.t(Ui::ChattingWith) }</small>
+                    <small>{ lang.t(if props.ended.is_some() { Ui::PeerGone } else { Ui::ChattingWith }) }</small>
                 </span>
                 <button type="button" id="leave" class="ghost"
                     onclick={props.on_action.reform(|_| Action::Leave)}>{ lang.t(Ui::Leave) }</button>
