@@ -1,0 +1,104 @@
+//! Smoke runs of the load generator, so that it cannot rot: a few pairs for about a
+//! second, closed and open loop, against the real server started in-process and against
+//! the baseline relay; every delivery must check out.
+
+use matchchat_loadgen::{Options, Report, Target, baseline, run};
+use std::time::Duration;
+
+async fn server() -> matchchat_server::Running {
+    let config = matchchat_server::Config {
+        bind: "127.0.0.1:0".parse().expect("literal address"),
+        static_dir: std::env::temp_dir().join("matchchat-no-client-here"),
+        rate_per_sec: 1_000_000.0,
+        rate_burst: 1_000_000.0,
+        shutdown_grace_ms: 500,
+        ..matchchat_server::Config::default()
+    };
+    matchchat_server::start(config)
+        .await
+        .expect("server starts")
+}
+
+fn options(addr: std::net::SocketAddr, target: Target) -> Options {
+    let mut opts = Options::new(addr.to_string());
+    opts.target = target;
+    opts.pairs = Some(4);
+    opts.duration = 1.0;
+    opts.match_timeout = 10.0;
+    opts.drain_timeout = 3.0;
+    opts.server_pid = Some(std::process::id());
+    opts
+}
+
+fn assert_clean(report: &Report) {
+    let summary = report.summary();
+    assert_eq!(report.connected, 8, "{summary}");
+    assert_eq!(report.matched, 8, "{summary}");
+    assert!(report.delivered > 0, "{summary}");
+    assert_eq!(report.lost, 0, "{summary}");
+    assert_eq!(report.dup, 0, "{summary}");
+    assert_eq!(report.reorder, 0, "{summary}");
+    assert_eq!(report.identity_errors, 0, "{summary}");
+    assert_eq!(report.errors, 0, "{summary}");
+    assert!(report.latency_ms.count > 0, "{summary}");
+    // The JSON line carries the same figures.
+    let json = report.to_json();
+    assert_eq!(json["delivered"], report.delivered);
+    assert_eq!(json["lost"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_and_open_loop_against_the_server() {
+    let server = server().await;
+    let opts = options(server.local_addr(), Target::Server);
+    let closed = run(&opts).await.expect("closed loop runs");
+    assert_clean(&closed);
+    assert!(
+        closed.server_cpu_us_per_msg().is_some(),
+        "{}",
+        closed.summary()
+    );
+
+    let mut open = options(server.local_addr(), Target::Server);
+    open.rate = Some(50.0);
+    let open = run(&open).await.expect("open loop runs");
+    assert_clean(&open);
+    // 8 clients × 50 msgs/s × 1 s, give or take the edges of the window.
+    assert!(open.delivered >= 300, "{}", open.summary());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_loop_against_the_baseline() {
+    let relay = baseline::start("127.0.0.1:0".parse().expect("literal address"))
+        .await
+        .expect("baseline starts");
+    let mut opts = options(relay.local_addr(), Target::Baseline);
+    opts.window = 4;
+    let report = run(&opts).await.expect("baseline run");
+    assert_clean(&report);
+    relay.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_match_storm() {
+    let server = server().await;
+    let mut idle = options(server.local_addr(), Target::Server);
+    idle.idle = true;
+    idle.connections = Some(6);
+    idle.pairs = None;
+    idle.duration = 0.5;
+    let report = run(&idle).await.expect("idle runs");
+    assert_eq!(report.alive, 6, "{}", report.summary());
+    assert!(report.server_rss_bytes_per_conn().is_some());
+
+    let mut storm = options(server.local_addr(), Target::Server);
+    storm.match_only = true;
+    let report = tokio::time::timeout(Duration::from_secs(20), run(&storm))
+        .await
+        .expect("bounded")
+        .expect("match storm runs");
+    assert_eq!(report.matched, 8, "{}", report.summary());
+    assert_eq!(report.errors, 0, "{}", report.summary());
+    server.shutdown().await;
+}
