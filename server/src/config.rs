@@ -64,8 +64,10 @@ pub struct Config {
     #[arg(long, env = "MATCHCHAT_MAX_FRAME_BYTES", default_value_t = matchchat_core::limits::FRAME_MAX_BYTES)]
     pub max_frame_bytes: usize,
 
-    /// Frames queued for one connection before it counts as a slow consumer and is closed (1008).
-    #[arg(long, env = "MATCHCHAT_OUTBOUND_QUEUE", default_value_t = 256)]
+    /// Frames queued for one connection before it counts as a slow consumer and is closed
+    /// (1008); never less than `--history` + 16, so a resume's replay always fits. Queued
+    /// chat frames share their payload with the room, so a full queue costs little memory.
+    #[arg(long, env = "MATCHCHAT_OUTBOUND_QUEUE", default_value_t = 4096)]
     pub outbound_queue: usize,
 
     /// Interval between server pings, in milliseconds.

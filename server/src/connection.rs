@@ -45,7 +45,10 @@ pub async fn serve<B: Broker>(
     slot: ConnectionSlot<B>,
 ) {
     let (sink, mut stream) = ws.split();
-    let (tx, rx) = mpsc::channel(ctx.config.outbound_queue.max(1));
+    // A resume replays up to the whole room history at once: the queue always has room
+    // for that, so only a client that stops reading can fill it.
+    let capacity = ctx.config.outbound_queue.max(ctx.config.history + 16);
+    let (tx, rx) = mpsc::channel(capacity);
     let closer = Arc::new(Closer::default());
     let conn = attach.conn;
     let handle = ConnHandle {

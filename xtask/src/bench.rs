@@ -22,6 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Everything after this line of `docs/BENCHMARKS.md` is kept when it is rewritten.
+const NOTES_MARKER: &str = "<!-- notes: kept by cargo xtask bench -->";
+
 /// Server flags for every run: limits out of the way of the load.
 const SERVER_FLAGS: &[&str] = &[
     "--rate-per-sec",
@@ -104,6 +107,7 @@ pub fn run() -> Result<(), String> {
     }
     let bin = target_dir.join("release");
     let bench = Bench {
+        runs: std::cell::Cell::new(0),
         server: bin.join("matchchat-server"),
         baseline: bin.join("matchchat-baseline"),
         loadgen: bin.join("matchchat-loadgen"),
@@ -187,7 +191,16 @@ pub fn run() -> Result<(), String> {
     if wanted("soak") && flags.soak_secs > 0 {
         sections.push(bench.soak(flags.soak_secs)?);
     }
-    let report = render(&sections);
+    let mut report = render(&sections);
+    // Hand-written analysis below the marker survives regeneration.
+    if let Ok(old) = std::fs::read_to_string(&flags.out)
+        && let Some(at) = old.find(NOTES_MARKER)
+    {
+        report.push_str(&old[at..]);
+    } else {
+        report.push_str(NOTES_MARKER);
+        report.push('\n');
+    }
     if let Some(dir) = flags.out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
@@ -206,6 +219,7 @@ fn workspace_root() -> PathBuf {
 }
 
 struct Bench {
+    runs: std::cell::Cell<u32>,
     server: PathBuf,
     baseline: PathBuf,
     loadgen: PathBuf,
@@ -239,6 +253,9 @@ impl Bench {
 
     fn start_with(&self, baseline: bool, port: u16, extra: &[&str]) -> Result<Target, String> {
         let addr = format!("127.0.0.1:{port}");
+        if TcpStream::connect(&addr).is_ok() {
+            return Err(format!("{addr} is already in use: stop what listens there"));
+        }
         let log = self.logs.join(if baseline {
             "baseline.log"
         } else {
@@ -273,7 +290,7 @@ impl Bench {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        let target = Target {
+        let mut target = Target {
             child,
             addr,
             command,
@@ -285,6 +302,12 @@ impl Bench {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        if let Ok(Some(status)) = target.child.try_wait() {
+            return Err(format!(
+                "target exited at once ({status}): {}",
+                target.command
+            ));
+        }
         Ok(target)
     }
 
@@ -295,6 +318,12 @@ impl Bench {
             full.extend(["--target".into(), "baseline".into()]);
         }
         full.extend(args.iter().map(|a| a.to_string()));
+        // A fresh block of source addresses per run: a port reused within TIME_WAIT of
+        // the previous run costs a SYN retransmission (1 s) on connect.
+        let run = self.runs.get();
+        self.runs.set(run + 1);
+        let first = 2 + (run * 8) % 240;
+        full.extend(["--source-ip-first".into(), first.to_string()]);
         let command = format!(
             "matchchat-loadgen {} --server-pid <target pid>",
             full.join(" ")

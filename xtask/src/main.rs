@@ -81,7 +81,15 @@ fn run(server_args: &[String]) -> Result<(), String> {
     web::ensure_web_toolchain()?;
     web::build_client(true)?;
     println!("building and starting the server (first build on 2 cores: ~2 min)");
-    let mut args = vec!["run", "--release", "--package", "matchchat-server", "--", "--static-dir", "dist"];
+    let mut args = vec![
+        "run",
+        "--release",
+        "--package",
+        "matchchat-server",
+        "--",
+        "--static-dir",
+        "dist",
+    ];
     args.extend(server_args.iter().map(String::as_str));
     cmd("cargo", &args)
 }
@@ -89,10 +97,50 @@ fn run(server_args: &[String]) -> Result<(), String> {
 fn test() -> Result<(), String> {
     let started = Instant::now();
     cmd("cargo", &["fmt", "--all", "--check"])?;
-    cmd("cargo", &["clippy", "--workspace", "--exclude", "matchchat-web", "--all-targets", "--", "-D", "warnings"])?;
-    cmd("cargo", &["test", "--workspace", "--exclude", "matchchat-web", "--exclude", "matchchat-e2e"])?;
+    cmd(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "matchchat-web",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    cmd(
+        "cargo",
+        &[
+            "test",
+            "--workspace",
+            "--exclude",
+            "matchchat-web",
+            "--exclude",
+            "matchchat-e2e",
+        ],
+    )?;
+    // The black-box suite, written from shared/PROTOCOL.md alone against the server binary.
+    println!("conformance suite (Python, pytest + websockets from PyPI; ~90 s)");
+    cmd(
+        "python3",
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+            "tests/conformance/requirements.txt",
+        ],
+    )?;
+    cmd("python3", &["-m", "pytest", "-q", "tests/conformance"])?;
     web::ensure_web_toolchain()?;
     web::test_web()?;
-    println!("all checks and tests passed in {:.0} s", started.elapsed().as_secs_f64());
+    println!(
+        "all checks and tests passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

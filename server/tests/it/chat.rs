@@ -210,3 +210,38 @@ async fn rooms_are_isolated() {
     c.expect_silence(Duration::from_millis(200)).await;
     d.expect_silence(Duration::from_millis(50)).await;
 }
+
+#[tokio::test]
+async fn bursts_both_ways_are_delivered_without_dropping_fast_readers() {
+    // Found by the black-box conformance suite: 200 requests per side in one write used to
+    // overflow a 256-frame queue although both clients were reading.
+    let s = start_with(|c| {
+        c.rate_per_sec = 100_000.0;
+        c.rate_burst = 100_000.0;
+    })
+    .await;
+    let (mut a, mut b, _) = s.matched_pair().await;
+    let n = 300;
+    // Every request of a side in one write, as a pipelining client would.
+    for (c, tag) in [(&mut a, "a"), (&mut b, "b")] {
+        for i in 0..n {
+            let frame = json!({"jsonrpc": "2.0", "id": format!("{tag}{i}"), "method": "game/send_chat_msg", "params": {"chat_msg": tag, "chat_sn": format!("{tag}{i}")}});
+            futures_util::SinkExt::feed(
+                &mut c.ws,
+                tokio_tungstenite::tungstenite::Message::text(frame.to_string()),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    futures_util::SinkExt::flush(&mut a.ws).await.unwrap();
+    futures_util::SinkExt::flush(&mut b.ws).await.unwrap();
+    let (mut got_a, mut got_b) = (0, 0);
+    while got_a < 2 * n || got_b < 2 * n {
+        tokio::select! {
+            v = a.next_json(), if got_a < 2 * n => { assert_result(&v, 20002); got_a += 1; }
+            v = b.next_json(), if got_b < 2 * n => { assert_result(&v, 20002); got_b += 1; }
+        }
+    }
+    a.expect_silence(Duration::from_millis(100)).await;
+}

@@ -265,3 +265,33 @@ async fn takeover_closes_the_old_connection_with_4001_and_inherits_the_room() {
     // The old connection's end does not disturb the room: no 20003 for a.
     a.expect_silence(Duration::from_millis(200)).await;
 }
+
+#[tokio::test]
+async fn a_resume_replays_a_long_backlog_without_overflowing() {
+    // Found by the black-box conformance suite: 300 missed messages used to overflow the
+    // outbound queue at once, closing the resumed connection with 1008.
+    let s = start_with(|c| {
+        c.rate_per_sec = 100_000.0;
+        c.rate_burst = 100_000.0;
+    })
+    .await;
+    let (mut a, _) = s.session(1, "backlog").await;
+    let (mut b, sb) = s.session(1, "backlog").await;
+    match_two(&mut a, &mut b).await;
+    b.close().await;
+    let n = 900;
+    for i in 0..n {
+        a.chat(&format!("c{i}"), &format!("missed {i}"), &i.to_string())
+            .await;
+    }
+    for _ in 0..n {
+        assert_result(&a.next_json().await, 20002);
+    }
+    let mut b2 = s.resume(&sb, None).await;
+    b2.expect_push(20001).await;
+    for i in 0..n {
+        let m = b2.expect_push(20002).await;
+        assert_eq!(m["result"]["data"]["chat_msg"], format!("missed {i}"));
+    }
+    b2.expect_silence(Duration::from_millis(100)).await;
+}
