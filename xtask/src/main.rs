@@ -11,8 +11,10 @@
 mod bench;
 mod web;
 
-use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 fn main() -> ExitCode {
@@ -61,19 +63,63 @@ pub fn cmd(program: &str, args: &[&str]) -> Result<(), String> {
 
 /// Like [`cmd`], with extra environment variables.
 pub fn step(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
+    run_counting(&root(), program, args, envs)
+}
+
+/// Tests counted over every step, for the closing `N passed, M failed` line.
+static PASSED: AtomicU64 = AtomicU64::new(0);
+static FAILED: AtomicU64 = AtomicU64::new(0);
+
+/// Runs a command in `dir`, echoing it and its output; adds the test counts it reports
+/// (cargo's `test result:` lines, pytest's summary) to the totals.
+pub fn run_counting(
+    dir: &Path,
+    program: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> Result<(), String> {
     println!("$ {program} {}", args.join(" "));
     let started = Instant::now();
-    let status = Command::new(program)
+    let mut child = Command::new(program)
         .args(args)
         .envs(envs.iter().copied())
-        .current_dir(root())
-        .status()
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .spawn()
         .map_err(|e| format!("cannot start `{program}`: {e}"))?;
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            count_tests(&line);
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("`{program}` did not finish: {e}"))?;
     if status.success() {
         println!("  ({:.1} s)", started.elapsed().as_secs_f64());
         Ok(())
     } else {
         Err(format!("`{program} {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn count_tests(line: &str) {
+    let line = line.trim();
+    let number_before = |word: &str| -> Option<u64> {
+        let head = &line[..line.find(word)?];
+        head.split(|c: char| !c.is_ascii_digit())
+            .rfind(|t| !t.is_empty())?
+            .parse()
+            .ok()
+    };
+    // cargo / libtest: `test result: ok. 12 passed; 0 failed; ...`
+    // pytest: `220 passed in 86.49s` or `3 failed, 217 passed in ...`
+    let cargo = line.starts_with("test result:");
+    let pytest = line.contains(" passed in ") || line.contains(" failed in ");
+    if cargo || pytest {
+        PASSED.fetch_add(number_before(" passed").unwrap_or(0), Ordering::Relaxed);
+        FAILED.fetch_add(number_before(" failed").unwrap_or(0), Ordering::Relaxed);
     }
 }
 
@@ -141,6 +187,11 @@ fn test() -> Result<(), String> {
     println!(
         "all checks and tests passed in {:.0} s",
         started.elapsed().as_secs_f64()
+    );
+    println!(
+        "{} passed, {} failed",
+        PASSED.load(Ordering::Relaxed),
+        FAILED.load(Ordering::Relaxed)
     );
     Ok(())
 }

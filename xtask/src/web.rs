@@ -8,7 +8,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 /// Trunk series the project's Trunk.toml and index.html are written for.
@@ -38,22 +37,11 @@ fn binaryen_bin() -> PathBuf {
     tools_dir().join("binaryen").join("bin")
 }
 
-/// Runs a command in `dir`, echoing it and its duration; Err on failure.
+/// Runs a command in `dir`, echoing it, its output and its duration (and counting the
+/// tests it reports); Err on failure.
 fn run_in(dir: &Path, program: &str, args: &[&str], envs: &[(&str, String)]) -> Result<(), String> {
-    println!("$ {program} {}", args.join(" "));
-    let started = Instant::now();
-    let status = Command::new(program)
-        .args(args)
-        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .current_dir(dir)
-        .status()
-        .map_err(|e| format!("cannot start `{program}`: {e}"))?;
-    println!("  ({:.0} s)", started.elapsed().as_secs_f64());
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`{program} {}` failed ({status})", args.join(" ")))
-    }
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    crate::run_counting(dir, program, args, &envs)
 }
 
 fn run(program: &str, args: &[&str]) -> Result<(), String> {
