@@ -17,7 +17,7 @@
 //!   time replays 20001, then what it missed, once. Anonymous players leave at once.
 
 use crate::request::Request;
-use crate::wire::{self, ChatData, LeaveReason, MatchedData, PeerLeftData, RequestId};
+use crate::wire::{self, LeaveReason, MatchedData, RequestId};
 use crate::{Code, Millis};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -154,13 +154,6 @@ struct Member {
 }
 
 #[derive(Debug)]
-struct Entry {
-    seq: u64,
-    code: Code,
-    result: Arc<str>,
-}
-
-#[derive(Debug)]
 struct Room {
     id: RoomId,
     /// Everyone matched into the room, for the `peer_ids` of 20001.
@@ -170,15 +163,132 @@ struct Room {
     /// Members who have not left or timed out; the room closes when this drops below 2.
     active: usize,
     last_seq: u64,
-    history: VecDeque<Entry>,
-    sent: HashMap<(PlayerId, Box<str>), Arc<str>>,
-    sent_order: VecDeque<(PlayerId, Box<str>)>,
+    /// Recent events: the replay history and the `chat_sn` memory in one compact log.
+    log: RoomLog,
     closed: bool,
 }
 
 #[derive(Debug, Default)]
 struct Pool {
     queue: BTreeMap<u64, PlayerId>,
+}
+
+/// One room event, stored compactly: the JSON is rebuilt on the rare paths that need it
+/// again (a resume's replay, a repeated `chat_sn`), so a busy room keeps ~100 bytes per
+/// remembered message instead of its serialized frame.
+#[derive(Debug)]
+enum Event {
+    Chat {
+        /// Index of the sender in the room's roster.
+        sender: usize,
+        sn: Box<str>,
+        msg: Box<str>,
+        ts: Millis,
+    },
+    Left {
+        player: usize,
+        reason: LeaveReason,
+    },
+}
+
+/// The last `capacity` events of a room, in `seq` order (contiguous: every event gets the
+/// next `seq`), with a hash index from (sender, `chat_sn`) to `seq` for idempotency.
+#[derive(Debug)]
+struct RoomLog {
+    capacity: usize,
+    events: VecDeque<(u64, Event)>,
+    /// Hash of (sender, chat_sn) → seq. A hash collision is checked against the event and
+    /// then treated as a new message, so it can only ever cost a forgotten `chat_sn`.
+    by_sn: HashMap<u64, u64>,
+    hasher: std::hash::RandomState,
+}
+
+impl RoomLog {
+    fn new(capacity: usize) -> RoomLog {
+        RoomLog {
+            capacity: capacity.max(1),
+            events: VecDeque::new(),
+            by_sn: HashMap::new(),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    fn sn_hash(&self, sender: usize, sn: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one((sender, sn))
+    }
+
+    fn push(&mut self, seq: u64, event: Event) {
+        if self.events.len() >= self.capacity
+            && let Some((old_seq, Event::Chat { sender, sn, .. })) = self.events.pop_front()
+        {
+            let h = self.sn_hash(sender, &sn);
+            if self.by_sn.get(&h) == Some(&old_seq) {
+                self.by_sn.remove(&h);
+            }
+        }
+        if let Event::Chat { sender, sn, .. } = &event {
+            let h = self.sn_hash(*sender, sn);
+            self.by_sn.insert(h, seq);
+        }
+        self.events.push_back((seq, event));
+    }
+
+    fn get(&self, seq: u64) -> Option<&Event> {
+        let first = self.events.front()?.0;
+        let index = usize::try_from(seq.checked_sub(first)?).ok()?;
+        self.events.get(index).map(|(_, e)| e)
+    }
+
+    /// The reply of an earlier message with this (sender, chat_sn), if remembered.
+    fn find_chat(&self, sender: usize, sn: &str, roster: &[PlayerId]) -> Option<String> {
+        let seq = *self.by_sn.get(&self.sn_hash(sender, sn))?;
+        match self.get(seq)? {
+            Event::Chat {
+                sender: s,
+                sn: stored,
+                msg,
+                ts,
+            } if *s == sender && &**stored == sn => Some(wire::chat_result_json(
+                roster.get(*s)?,
+                msg,
+                stored,
+                seq,
+                *ts,
+            )),
+            _ => None,
+        }
+    }
+
+    /// The events after `after` among the last `limit`, as frames' `result`s.
+    fn replay<'a>(
+        &'a self,
+        after: u64,
+        limit: usize,
+        room_id: &'a str,
+        roster: &'a [PlayerId],
+    ) -> impl Iterator<Item = (Code, String)> + 'a {
+        let skip = self.events.len().saturating_sub(limit);
+        self.events
+            .iter()
+            .skip(skip)
+            .filter(move |(seq, _)| *seq > after)
+            .filter_map(move |(seq, event)| match event {
+                Event::Chat {
+                    sender,
+                    sn,
+                    msg,
+                    ts,
+                } => Some((
+                    Code::ChatData,
+                    wire::chat_result_json(roster.get(*sender)?, msg, sn, *seq, *ts),
+                )),
+                Event::Left { player, reason } => Some((
+                    Code::PeerLeft,
+                    wire::peer_left_result_json(room_id, roster.get(*player)?, *reason, *seq),
+                )),
+            })
+    }
 }
 
 /// The state machine. See the module docs for the rules.
@@ -274,8 +384,11 @@ impl Hub {
             Code::Matched,
             matched_json(room, &player_id),
         ));
-        for entry in room.history.iter().filter(|e| e.seq > after) {
-            out.push(send_push(conn, entry.code, entry.result.clone()));
+        for (code, result) in
+            room.log
+                .replay(after, self.config.history_limit, &room.id, &room.roster)
+        {
+            out.push(send_push(conn, code, result.into()));
         }
         if room.closed {
             // §8.13: the closed room was replayed with its closing 20003; now free.
@@ -478,9 +591,11 @@ impl Hub {
             active: roster.len(),
             roster,
             last_seq: 0,
-            history: VecDeque::new(),
-            sent: HashMap::new(),
-            sent_order: VecDeque::new(),
+            log: RoomLog::new(
+                self.config
+                    .history_limit
+                    .max(self.config.sn_memory + self.config.room_size),
+            ),
             closed: false,
         };
         for member in &room.members {
@@ -519,29 +634,28 @@ impl Hub {
             out.push(send_reply(conn, id, Code::NoRoom, error_json(Code::NoRoom)));
             return;
         };
-        let key = (sender.clone(), chat_sn.into_boxed_str());
-        if let Some(first) = room.sent.get(&key) {
+        let Some(slot) = room.roster.iter().position(|p| p == sender) else {
+            out.push(send_reply(conn, id, Code::NoRoom, error_json(Code::NoRoom)));
+            return;
+        };
+        if let Some(first) = room.log.find_chat(slot, &chat_sn, &room.roster) {
             // §8.9: a repeat gets the first message's reply, unchanged, and is not delivered.
-            out.push(send_reply(conn, id, Code::ChatData, first.clone()));
+            out.push(send_reply(conn, id, Code::ChatData, first.into()));
             return;
         }
         room.last_seq += 1;
         let seq = room.last_seq;
-        let data = ChatData {
-            send_player_id: sender.to_string(),
-            chat_msg,
-            chat_sn: key.1.to_string(),
+        let result: Arc<str> =
+            wire::chat_result_json(sender, &chat_msg, &chat_sn, seq, now_epoch_ms).into();
+        room.log.push(
             seq,
-            ts: now_epoch_ms,
-        };
-        let result: Arc<str> = wire::result_json(Code::ChatData, &data).into();
-        if room.sent_order.len() >= self.config.sn_memory
-            && let Some(oldest) = room.sent_order.pop_front()
-        {
-            room.sent.remove(&oldest);
-        }
-        room.sent.insert(key.clone(), result.clone());
-        room.sent_order.push_back(key);
+            Event::Chat {
+                sender: slot,
+                sn: chat_sn.into_boxed_str(),
+                msg: chat_msg.into_boxed_str(),
+                ts: now_epoch_ms,
+            },
+        );
         let mut reply = Some(id);
         emit(
             room,
@@ -553,7 +667,6 @@ impl Hub {
             &mut reply,
             out,
         );
-        push_history(room, self.config.history_limit, seq, Code::ChatData, result);
     }
 
     /// Takes a player out of its room (`left`, or `disconnected` after the grace period).
@@ -573,13 +686,17 @@ impl Hub {
             room.active = room.active.saturating_sub(1);
             room.last_seq += 1;
             let seq = room.last_seq;
-            let data = PeerLeftData {
-                room_id: room.id.to_string(),
-                player_id: player_id.to_string(),
-                reason,
-                seq,
-            };
-            let result: Arc<str> = wire::result_json(Code::PeerLeft, &data).into();
+            let result: Arc<str> =
+                wire::peer_left_result_json(&room.id, player_id, reason, seq).into();
+            if let Some(slot) = room.roster.iter().position(|p| p == player_id) {
+                room.log.push(
+                    seq,
+                    Event::Left {
+                        player: slot,
+                        reason,
+                    },
+                );
+            }
             emit(
                 room,
                 &self.players,
@@ -590,7 +707,6 @@ impl Hub {
                 &mut None,
                 out,
             );
-            push_history(room, self.config.history_limit, seq, Code::PeerLeft, result);
             if room.active < 2 {
                 room.closed = true;
             }
@@ -737,13 +853,6 @@ fn emit(
         }
         out.push(send_push(conn, code, result.clone()));
     }
-}
-
-fn push_history(room: &mut Room, limit: usize, seq: u64, code: Code, result: Arc<str>) {
-    if room.history.len() >= limit {
-        room.history.pop_front();
-    }
-    room.history.push_back(Entry { seq, code, result });
 }
 
 fn matched_json(room: &Room, player: &PlayerId) -> Arc<str> {

@@ -136,6 +136,60 @@ pub fn result_json<T: Serialize + ?Sized>(code: Code, data: &T) -> String {
     out
 }
 
+/// The `result` of a 20002, from borrowed parts: byte-identical to serializing
+/// [`ChatData`] (same members, same order), without copying the strings first.
+pub fn chat_result_json(
+    send_player_id: &str,
+    chat_msg: &str,
+    chat_sn: &str,
+    seq: u64,
+    ts: u64,
+) -> String {
+    #[derive(Serialize)]
+    struct ChatDataRef<'a> {
+        send_player_id: &'a str,
+        chat_msg: &'a str,
+        chat_sn: &'a str,
+        seq: u64,
+        ts: u64,
+    }
+    result_json(
+        Code::ChatData,
+        &ChatDataRef {
+            send_player_id,
+            chat_msg,
+            chat_sn,
+            seq,
+            ts,
+        },
+    )
+}
+
+/// The `result` of a 20003, from borrowed parts (byte-identical to [`PeerLeftData`]).
+pub fn peer_left_result_json(
+    room_id: &str,
+    player_id: &str,
+    reason: LeaveReason,
+    seq: u64,
+) -> String {
+    #[derive(Serialize)]
+    struct PeerLeftRef<'a> {
+        room_id: &'a str,
+        player_id: &'a str,
+        reason: LeaveReason,
+        seq: u64,
+    }
+    result_json(
+        Code::PeerLeft,
+        &PeerLeftRef {
+            room_id,
+            player_id,
+            reason,
+            seq,
+        },
+    )
+}
+
 /// `data` of every error reply (40000, 40001, 40003, 40004, 40009): `{}`.
 pub fn error_result_json(code: Code) -> String {
     result_json(code, &serde_json::Map::new())
@@ -401,6 +455,31 @@ mod tests {
         );
         assert!(ServerFrame::parse("{}").is_err());
         assert!(ServerFrame::parse("not json").is_err());
+    }
+
+    #[test]
+    fn borrowed_results_equal_the_owned_structs() {
+        let chat = ChatData {
+            send_player_id: "p".into(),
+            chat_msg: "m\"<>".into(),
+            chat_sn: "s".into(),
+            seq: 7,
+            ts: 9,
+        };
+        assert_eq!(
+            chat_result_json("p", "m\"<>", "s", 7, 9),
+            result_json(Code::ChatData, &chat)
+        );
+        let left = PeerLeftData {
+            room_id: "r".into(),
+            player_id: "p".into(),
+            reason: LeaveReason::Left,
+            seq: 3,
+        };
+        assert_eq!(
+            peer_left_result_json("r", "p", LeaveReason::Left, 3),
+            result_json(Code::PeerLeft, &left)
+        );
     }
 
     #[test]

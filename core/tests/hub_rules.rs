@@ -248,15 +248,17 @@ fn repeated_chat_sn_gets_first_reply_and_is_not_delivered_again() {
 
 #[test]
 fn chat_sn_memory_is_bounded_per_room() {
+    // The room log keeps max(history, sn_memory + room_size) events: here 3 + 2 = 5.
     let mut h = hub(HubConfig {
         sn_memory: 3,
+        history_limit: 1,
         ..HubConfig::default()
     });
     matched(&mut h);
-    for i in 0..4 {
+    for i in 0..6 {
         req(&mut h, 1, "c", chat("m", &format!("sn{i}")));
     }
-    // sn0 was forgotten (memory 3), so it is a new message now; sn3 is still known.
+    // sn0 was forgotten, so it is a new message now; sn3 (among the last 3) is known.
     assert_eq!(frames(&req(&mut h, 1, "c", chat("m", "sn0"))).len(), 2);
     assert_eq!(frames(&req(&mut h, 1, "c", chat("m", "sn3"))).len(), 1);
 }
