@@ -7,6 +7,7 @@
 //! pings on an interval, and closes with the code the [`Closer`] holds.
 
 use crate::broker::{Broker, Closer, ConnHandle, Outbound};
+use crate::listener::Socket;
 use crate::server::{ConnectionSlot, Context};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
@@ -17,8 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite;
-use warp::ws::{Message, WebSocket};
+use tokio_tungstenite::tungstenite::{self, Message};
 
 /// Close codes used by the server.
 pub mod close {
@@ -39,7 +39,7 @@ const CLOSE_HANDSHAKE_WAIT: Duration = Duration::from_secs(1);
 
 /// Serves one upgraded socket until it closes.
 pub async fn serve<B: Broker>(
-    ws: WebSocket,
+    ws: Socket,
     ctx: Arc<Context<B>>,
     attach: Attach,
     slot: ConnectionSlot<B>,
@@ -82,15 +82,15 @@ pub async fn serve<B: Broker>(
             }
             Ok(None) => break,
             Ok(Some(Err(e))) => {
-                match e.source_tungstenite() {
-                    Some(tungstenite::Error::Capacity(_)) => {
+                match e {
+                    tungstenite::Error::Capacity(_) => {
                         ctx.metrics.error(Code::ProtocolError);
                         closer.close(close::TOO_BIG, "message too big");
                     }
-                    Some(tungstenite::Error::Utf8(_)) => {
+                    tungstenite::Error::Utf8(_) => {
                         closer.close(close::INVALID_PAYLOAD, "text is not UTF-8");
                     }
-                    _ => tracing::debug!(conn = conn.0, error = %e, "read error"),
+                    e => tracing::debug!(conn = conn.0, error = %e, "read error"),
                 }
                 break;
             }
@@ -112,7 +112,10 @@ pub async fn serve<B: Broker>(
                 closer.close(close::POLICY, "request flood");
                 break;
             }
-            let id = message.to_str().ok().and_then(peek_id);
+            let id = match &message {
+                Message::Text(text) => peek_id(text.as_str()),
+                _ => None,
+            };
             let frame = match id {
                 Some(id) => wire::reply_frame(&wire::error_result_json(Code::RateLimited), &id),
                 None => format!(
@@ -124,7 +127,7 @@ pub async fn serve<B: Broker>(
             continue;
         }
         strikes = 0;
-        let Ok(text) = message.to_str() else {
+        let Message::Text(text) = &message else {
             // A binary frame: protocol error, the connection stays open (§8.5: id null).
             ctx.metrics.error(Code::ProtocolError);
             handle.offer(
@@ -133,7 +136,7 @@ pub async fn serve<B: Broker>(
             );
             continue;
         };
-        match parse_frame(text) {
+        match parse_frame(text.as_str()) {
             Ok(incoming) => {
                 let is_chat = matches!(
                     incoming.request,
@@ -177,17 +180,7 @@ pub async fn serve<B: Broker>(
     drop(slot);
 }
 
-trait SourceTungstenite {
-    fn source_tungstenite(&self) -> Option<&tungstenite::Error>;
-}
-
-impl SourceTungstenite for warp::Error {
-    fn source_tungstenite(&self) -> Option<&tungstenite::Error> {
-        std::error::Error::source(self).and_then(|s| s.downcast_ref::<tungstenite::Error>())
-    }
-}
-
-type Sink = SplitSink<WebSocket, Message>;
+type Sink = SplitSink<Socket, Message>;
 
 async fn write_loop<B: Broker>(
     mut sink: Sink,
@@ -213,7 +206,7 @@ async fn write_loop<B: Broker>(
                         batch += 1;
                     }
                     sink.flush().await?;
-                    Ok::<u64, warp::Error>(batch)
+                    Ok::<u64, tungstenite::Error>(batch)
                 };
                 // A peer that stopped reading blocks the write: the closer still wins.
                 let written = tokio::select! {
@@ -232,7 +225,7 @@ async fn write_loop<B: Broker>(
                 }
             }
             _ = ping.tick() => {
-                if sink.send(Message::ping(Vec::new())).await.is_err() {
+                if sink.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
                     closer.close(1006, "write failed");
                     return;
                 }
@@ -242,7 +235,11 @@ async fn write_loop<B: Broker>(
     let (code, reason) = closer.reason().unwrap_or((1000, ""));
     if code != 1006 {
         // A peer that stopped reading may never take the close frame: bounded wait.
-        let close = sink.send(Message::close_with(code, reason));
+        let frame = tungstenite::protocol::CloseFrame {
+            code: code.into(),
+            reason: reason.into(),
+        };
+        let close = sink.send(Message::Close(Some(frame)));
         let _ = tokio::time::timeout(Duration::from_millis(500), close).await;
     }
 }

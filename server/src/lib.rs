@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: flags and environment.
 //! - [`server`]: routes, limits at upgrade, startup and graceful shutdown.
+//! - [`listener`]: the accept loop and the WebSocket handshake.
 //! - [`connection`]: one WebSocket (reader loop, writer task, rate limit, idle drop).
 //! - [`broker`]: the shared-state interface and its in-memory implementation.
 //! - [`ids`], [`rate_limit`], [`metrics`]: small pieces the others use.
@@ -11,6 +12,7 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod ids;
+pub mod listener;
 pub mod metrics;
 pub mod rate_limit;
 pub mod server;

@@ -161,13 +161,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let drain_ctx = ctx.clone();
     let done = tokio::spawn(async move {
         let accept_stop = CancellationToken::new();
-        let accept_stop_signal = accept_stop.clone();
-        let serve = tokio::spawn(
-            warp::serve(routes)
-                .incoming(listener)
-                .graceful(async move { accept_stop_signal.cancelled().await })
-                .run(),
-        );
+        let serve = tokio::spawn(crate::listener::serve(
+            listener,
+            drain_ctx.clone(),
+            warp::service(routes),
+            accept_stop.clone(),
+        ));
         stop_signal.cancelled().await;
         drain(&drain_ctx).await;
         accept_stop.cancel();
@@ -210,15 +209,6 @@ fn routes<B: Broker>(
         let ctx = ctx.clone();
         warp::any().map(move || ctx.clone())
     };
-    let ws = warp::path("ws")
-        .and(warp::path::end())
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(warp::addr::remote())
-        .and(warp::header::optional::<String>("origin"))
-        .and(warp::header::optional::<String>("host"))
-        .and(warp::ws())
-        .and(with_ctx.clone())
-        .and_then(ws_upgrade);
     let get_config = warp::path!("app" / "get_config")
         .and(warp::post())
         .and(warp::header::optional::<String>("content-type"))
@@ -278,7 +268,7 @@ fn routes<B: Broker>(
         }
     });
     let files = warp::get().and(warp::fs::dir(static_dir));
-    ws.or(get_config)
+    get_config
         .or(healthz)
         .or(metrics)
         .or(index)
@@ -491,36 +481,33 @@ fn origin_allowed(origin: Option<&str>, host: Option<&str>, allowed: &[String]) 
     matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
 }
 
-async fn ws_upgrade<B: Broker>(
-    query: String,
+/// Decides whether a `/ws` upgrade may proceed: origin, draining, session, limits. The
+/// refusal is the HTTP response to send instead of 101.
+pub(crate) async fn admit<B: Broker>(
+    query: &str,
     remote: Option<SocketAddr>,
-    origin: Option<String>,
-    host: Option<String>,
-    ws: warp::ws::Ws,
-    ctx: Arc<Context<B>>,
-) -> Result<warp::reply::Response, Rejection> {
-    if !origin_allowed(
-        origin.as_deref(),
-        host.as_deref(),
-        &ctx.config.allowed_origins,
-    ) {
+    origin: Option<&str>,
+    host: Option<&str>,
+    ctx: &Arc<Context<B>>,
+) -> Result<(Attach, ConnectionSlot<B>), warp::reply::Response> {
+    if !origin_allowed(origin, host, &ctx.config.allowed_origins) {
         ctx.metrics.connections_refused.fetch_add(1, Relaxed);
-        return Ok(plain(StatusCode::FORBIDDEN, "origin not allowed"));
+        return Err(plain(StatusCode::FORBIDDEN, "origin not allowed"));
     }
     if ctx.is_draining() {
         ctx.metrics.connections_refused.fetch_add(1, Relaxed);
-        return Ok(plain(
+        return Err(plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "server is shutting down",
         ));
     }
-    let params: HashMap<String, String> = serde_urlencoded::from_str(&query).unwrap_or_default();
+    let params: HashMap<String, String> = serde_urlencoded::from_str(query).unwrap_or_default();
     let resume_after = match params.get("last_seq") {
         None => None,
         Some(v) => match v.parse::<u64>() {
             Ok(n) => Some(n),
             Err(_) => {
-                return Ok(plain(
+                return Err(plain(
                     StatusCode::BAD_REQUEST,
                     "last_seq must be a non-negative integer",
                 ));
@@ -532,14 +519,14 @@ async fn ws_upgrade<B: Broker>(
             Ok(Some(session)) => (session.player, session.pool, true),
             Ok(None) => {
                 ctx.metrics.connections_refused.fetch_add(1, Relaxed);
-                return Ok(plain(
+                return Err(plain(
                     StatusCode::UNAUTHORIZED,
                     "unknown or expired session: call /app/get_config",
                 ));
             }
             Err(e) => {
                 tracing::error!(error = %e, "session lookup failed");
-                return Ok(plain(
+                return Err(plain(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "shared state unavailable",
                 ));
@@ -549,7 +536,7 @@ async fn ws_upgrade<B: Broker>(
     };
     let Some(slot) = ctx.take_slot(remote.map(|a| a.ip())) else {
         ctx.metrics.connections_refused.fetch_add(1, Relaxed);
-        return Ok(plain(
+        return Err(plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many connections",
         ));
@@ -562,12 +549,7 @@ async fn ws_upgrade<B: Broker>(
         resumable,
         resume_after,
     };
-    let max = ctx.config.max_frame_bytes;
-    Ok(ws
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| crate::connection::serve(socket, ctx, attach, slot))
-        .into_response())
+    Ok((attach, slot))
 }
 
 #[cfg(test)]

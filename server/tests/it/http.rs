@@ -240,3 +240,11 @@ async fn websocket_origins_are_checked() {
         other => panic!("expected 403, got {:?}", other.map(|_| ())),
     }
 }
+
+#[tokio::test]
+async fn plain_get_of_ws_is_400() {
+    let s = start().await;
+    let (status, body, _) = s.get("/ws").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("WebSocket"), "{body}");
+}
