@@ -60,19 +60,43 @@ pub const DEFAULT_READ_BUFFER: usize = 1024;
 
 /// Binds `bind` and serves in the background of the current tokio runtime.
 pub async fn start(bind: SocketAddr) -> std::io::Result<Baseline> {
-    start_with(bind, DEFAULT_READ_BUFFER).await
+    start_with(bind, Relay::default()).await
 }
 
-/// [`start`] with another read buffer size (tungstenite's own default is 128 KiB, which
-/// is what a warp server gets: useful to show what that costs).
-pub async fn start_with(bind: SocketAddr, read_buffer: usize) -> std::io::Result<Baseline> {
+/// How the relay behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct Relay {
+    /// Read buffer per connection (tungstenite's own default is 128 KiB, which is what a
+    /// warp server gets: useful to show what that costs).
+    pub read_buffer: usize,
+    /// Fault injection, for testing the load generator's checks (0: never). Each counts
+    /// the frames one connection forwards: drop every n-th, send every n-th twice, hold
+    /// every n-th back until after the next.
+    pub drop_every: u64,
+    pub dup_every: u64,
+    pub swap_every: u64,
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Relay {
+            read_buffer: DEFAULT_READ_BUFFER,
+            drop_every: 0,
+            dup_every: 0,
+            swap_every: 0,
+        }
+    }
+}
+
+/// [`start`] with another [`Relay`] configuration.
+pub async fn start_with(bind: SocketAddr, relay: Relay) -> std::io::Result<Baseline> {
     let listener = TcpListener::bind(bind).await?;
     let addr = listener.local_addr()?;
-    let task = tokio::spawn(accept_loop(listener, read_buffer));
+    let task = tokio::spawn(accept_loop(listener, relay));
     Ok(Baseline { addr, task })
 }
 
-async fn accept_loop(listener: TcpListener, read_buffer: usize) {
+async fn accept_loop(listener: TcpListener, relay: Relay) {
     let waiting: Waiting = Arc::new(Mutex::new(None));
     let mut next = 0u64;
     loop {
@@ -86,7 +110,7 @@ async fn accept_loop(listener: TcpListener, read_buffer: usize) {
             }
         };
         next += 1;
-        tokio::spawn(connection(stream, next, waiting.clone(), read_buffer));
+        tokio::spawn(connection(stream, next, waiting.clone(), relay));
     }
 }
 
@@ -97,9 +121,37 @@ fn matched_frame(me: u64, peer: u64) -> Message {
     ))
 }
 
-async fn connection(stream: TcpStream, id: u64, waiting: Waiting, read_buffer: usize) {
+/// Applies the fault injection of [`Relay`] to one forwarded frame.
+fn forward(
+    relay: &Relay,
+    count: &mut u64,
+    held: &mut Option<Utf8Bytes>,
+    peer: &mpsc::UnboundedSender<Cmd>,
+    text: &Utf8Bytes,
+) {
+    *count += 1;
+    let nth = |every: u64| every > 0 && (*count).is_multiple_of(every);
+    if nth(relay.drop_every) {
+        return;
+    }
+    if nth(relay.swap_every) && held.is_none() {
+        *held = Some(text.clone());
+        return;
+    }
+    let _ = peer.send(Cmd::Frame(text.clone()));
+    if nth(relay.dup_every) {
+        let _ = peer.send(Cmd::Frame(text.clone()));
+    }
+    if let Some(late) = held.take() {
+        let _ = peer.send(Cmd::Frame(late));
+    }
+}
+
+async fn connection(stream: TcpStream, id: u64, waiting: Waiting, relay: Relay) {
     let _ = stream.set_nodelay(true);
-    let config = WebSocketConfig::default().read_buffer_size(read_buffer);
+    let config = WebSocketConfig::default().read_buffer_size(relay.read_buffer);
+    let mut forwarded = 0u64;
+    let mut held: Option<Utf8Bytes> = None;
     let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
         return;
     };
@@ -122,7 +174,7 @@ async fn connection(stream: TcpStream, id: u64, waiting: Waiting, read_buffer: u
                     Some(Ok(_)) => continue,
                 };
                 if let Some(peer) = &peer {
-                    let _ = peer.send(Cmd::Frame(text.clone()));
+                    forward(&relay, &mut forwarded, &mut held, peer, &text);
                     if ws.send(Message::Text(text)).await.is_err() {
                         break;
                     }

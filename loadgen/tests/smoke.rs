@@ -102,3 +102,26 @@ async fn idle_and_match_storm() {
     assert_eq!(report.errors, 0, "{}", report.summary());
     server.shutdown().await;
 }
+
+/// The checks catch what a broken relay does: drops, duplicates and reordering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_catch_a_faulty_relay() {
+    let faulty = baseline::Relay {
+        drop_every: 7,
+        dup_every: 11,
+        swap_every: 13,
+        ..Default::default()
+    };
+    let relay = baseline::start_with("127.0.0.1:0".parse().expect("literal address"), faulty)
+        .await
+        .expect("baseline starts");
+    let mut opts = options(relay.local_addr(), Target::Baseline);
+    opts.drain_timeout = 1.0;
+    let report = run(&opts).await.expect("faulty run");
+    let summary = report.summary();
+    assert!(report.delivered > 0, "{summary}");
+    assert!(report.lost > 0, "{summary}");
+    assert!(report.dup > 0, "{summary}");
+    assert!(report.reorder > 0, "{summary}");
+    relay.shutdown();
+}

@@ -35,14 +35,21 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let baseline =
-            match matchchat_loadgen::baseline::start_with(args.bind, args.read_buffer).await {
-                Ok(b) => b,
-                Err(e) => {
-                    eprintln!("matchchat-baseline: cannot listen on {}: {e}", args.bind);
-                    return ExitCode::from(2);
-                }
-            };
+        let baseline = match matchchat_loadgen::baseline::start_with(
+            args.bind,
+            matchchat_loadgen::baseline::Relay {
+                read_buffer: args.read_buffer,
+                ..Default::default()
+            },
+        )
+        .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("matchchat-baseline: cannot listen on {}: {e}", args.bind);
+                return ExitCode::from(2);
+            }
+        };
         eprintln!(
             "matchchat-baseline: listening on ws://{}/ws",
             baseline.local_addr()
