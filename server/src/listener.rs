@@ -112,10 +112,6 @@ where
     }
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response {
-    warp::reply::with_status(text, status).into_response()
-}
-
 fn header_has_token(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
     req.headers()
         .get_all(name)

@@ -458,7 +458,7 @@ async fn get_config<B: Broker>(
     }
 }
 
-fn plain(status: StatusCode, text: &'static str) -> warp::reply::Response {
+pub(crate) fn plain(status: StatusCode, text: &'static str) -> warp::reply::Response {
     warp::reply::with_status(text, status).into_response()
 }
 
