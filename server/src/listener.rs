@@ -8,7 +8,7 @@
 //! that grows only for large messages.
 
 use crate::broker::Broker;
-use crate::server::{Context, admit};
+use crate::server::{Context, admit, plain};
 use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo};
