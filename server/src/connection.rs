@@ -188,8 +188,11 @@ async fn write_loop<B: Broker>(
     closer: Arc<Closer>,
     ctx: Arc<Context<B>>,
 ) {
-    let mut ping = tokio::time::interval(ctx.config.ping_interval());
-    ping.tick().await; // the first tick is immediate
+    // Each connection starts its ping clock at a random point of the interval, so that
+    // connections opened together do not all ping (and get pongs) in the same instant.
+    let period = ctx.config.ping_interval();
+    let offset = period.mul_f64(rand::random::<f64>());
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
     loop {
         tokio::select! {
             biased;

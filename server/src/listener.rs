@@ -166,8 +166,9 @@ async fn upgrade<B: Broker>(
     let max = ctx.config.max_frame_bytes;
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        // Frames go out when the writer flushes a batch; no second buffering layer.
-        .write_buffer_size(0)
+        // A batch of frames fed by the writer goes out in one send at its flush (0 would
+        // write every frame on its own); the buffer only grows under load.
+        .write_buffer_size(8 * 1024)
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
     tokio::spawn(async move {

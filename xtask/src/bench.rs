@@ -541,6 +541,25 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// The checked-out commit, `+dirty` when the work tree differs from it.
+fn commit() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(workspace_root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let Some(head) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return "(unknown)".into();
+    };
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    if dirty { format!("{head}+dirty") } else { head }
+}
+
 fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
@@ -662,11 +681,12 @@ fn render(sections: &[Section]) -> String {
     let _ = writeln!(md, "# Benchmarks\n");
     let _ = writeln!(
         md,
-        "Written by `cargo xtask bench` (source: `xtask/src/bench.rs`); one run of each scenario. \
+        "Written by `cargo xtask bench` (source: `xtask/src/bench.rs`) at commit {}; one run of each scenario. \
          Release builds; every scenario starts a fresh target. **product** is `matchchat-server` \
          (started with `{}`), **baseline** is `matchchat-baseline`, the thinnest relay on the same \
          stack (tokio + tokio-tungstenite, one task per connection, no JSON), driven by the same \
          load generator. Ratios are product / baseline.\n",
+        commit(),
         SERVER_FLAGS.join(" ")
     );
     let _ = writeln!(md, "**Machine:** {}.\n", machine());
