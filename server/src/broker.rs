@@ -229,7 +229,11 @@ impl LocalBroker {
                     _ = every.tick() => {}
                 }
                 ticker.tick();
-                if last_sweep.elapsed() >= Duration::from_secs(1).min(ticker.shared.session_ttl) {
+                // `find_session` checks expiry itself; the sweep only frees memory, and it
+                // walks every connection under the hub lock, so it runs rarely.
+                let sweep_every = (ticker.shared.session_ttl / 4)
+                    .clamp(Duration::from_secs(1), Duration::from_secs(60));
+                if last_sweep.elapsed() >= sweep_every {
                     last_sweep = Instant::now();
                     ticker.expire_sessions();
                 }
