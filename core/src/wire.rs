@@ -329,10 +329,14 @@ impl ServerFrame {
                 code: Code::from_value(*code),
                 raw_code: *code,
             }),
-            FrameBody::Result { code, data, .. } => {
+            FrameBody::Result {
+                code: raw_code,
+                data,
+                ..
+            } => {
                 let data = data.clone();
                 let decode_err = |e: serde_json::Error| e.to_string();
-                Ok(match Code::from_value(*code) {
+                Ok(match Code::from_value(*raw_code) {
                     Some(Code::Success) => Event::Success,
                     Some(Code::Matched) => {
                         Event::Matched(serde_json::from_value(data).map_err(decode_err)?)
@@ -345,17 +349,11 @@ impl ServerFrame {
                     }
                     code => Event::Failed {
                         code,
-                        raw_code: *code_of(&self.body),
+                        raw_code: *raw_code,
                     },
                 })
             }
         }
-    }
-}
-
-fn code_of(body: &FrameBody) -> &i64 {
-    match body {
-        FrameBody::Result { code, .. } | FrameBody::Error { code, .. } => code,
     }
 }
 

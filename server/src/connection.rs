@@ -53,7 +53,7 @@ pub async fn serve<B: Broker>(
     let conn = attach.conn;
     let handle = ConnHandle {
         id: conn,
-        tx: tx.clone(),
+        tx,
         closer: closer.clone(),
     };
     let writer = tokio::spawn(write_loop(sink, rx, closer.clone(), ctx.clone()));
@@ -175,7 +175,6 @@ pub async fn serve<B: Broker>(
         .await;
     }
     drop(handle);
-    drop(tx);
     let _ = writer.await;
     drop(slot);
 }

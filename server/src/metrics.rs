@@ -75,7 +75,7 @@ impl Metrics {
         );
         gauge(
             "matchchat_chat_messages_total",
-            "Chat messages accepted.",
+            "Chat requests that passed validation (repeats of a chat_sn included).",
             "counter",
             self.chat_messages.load(Relaxed),
         );
