@@ -840,17 +840,24 @@ fn emit(
     reply: &mut Option<RequestId>,
     out: &mut Vec<Effect>,
 ) {
+    // The sender's reply goes first, whatever its place in the member list, so the
+    // effects of one request always start with its answer.
+    if let Some(id) = reply.take() {
+        if let Some(member) = room.members.iter_mut().find(|m| &m.player == origin) {
+            if let Some(conn) = players.get(&member.player).and_then(|p| p.conn) {
+                member.delivered = seq;
+                out.push(send_reply(conn, id, code, result.clone()));
+            }
+        }
+    }
     for member in &mut room.members {
+        if &member.player == origin {
+            continue;
+        }
         let Some(conn) = players.get(&member.player).and_then(|p| p.conn) else {
             continue;
         };
         member.delivered = seq;
-        if &member.player == origin {
-            if let Some(id) = reply.take() {
-                out.push(send_reply(conn, id, code, result.clone()));
-            }
-            continue;
-        }
         out.push(send_push(conn, code, result.clone()));
     }
 }
