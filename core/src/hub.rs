@@ -842,13 +842,12 @@ fn emit(
 ) {
     // The sender's reply goes first, whatever its place in the member list, so the
     // effects of one request always start with its answer.
-    if let Some(id) = reply.take() {
-        if let Some(member) = room.members.iter_mut().find(|m| &m.player == origin) {
-            if let Some(conn) = players.get(&member.player).and_then(|p| p.conn) {
-                member.delivered = seq;
-                out.push(send_reply(conn, id, code, result.clone()));
-            }
-        }
+    if let Some(id) = reply.take()
+        && let Some(member) = room.members.iter_mut().find(|m| &m.player == origin)
+        && let Some(conn) = players.get(&member.player).and_then(|p| p.conn)
+    {
+        member.delivered = seq;
+        out.push(send_reply(conn, id, code, result.clone()));
     }
     for member in &mut room.members {
         if &member.player == origin {
