@@ -156,6 +156,10 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
 
+    def panics(self) -> list[str]:
+        """Log lines of a Rust panic (the test command greps every server's log for them)."""
+        return [line for line in self.log if "panicked at" in line]
+
     # ---- HTTP helpers
     def http(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
         conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
@@ -381,6 +385,7 @@ def srv(binary):
     s = Server(binary)
     yield s
     s.stop()
+    assert not s.panics(), "the server panicked:\n" + "\n".join(s.panics())
 
 
 @pytest.fixture
@@ -395,6 +400,8 @@ def spawn(binary):
     yield _spawn
     for s in servers:
         s.stop()
+    panics = [line for s in servers for line in s.panics()]
+    assert not panics, "a server panicked:\n" + "\n".join(panics)
 
 
 @pytest.fixture

@@ -69,6 +69,14 @@ pub fn step(program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<(), S
 /// Tests counted over every step, for the closing `N passed, M failed` line.
 static PASSED: AtomicU64 = AtomicU64::new(0);
 static FAILED: AtomicU64 = AtomicU64::new(0);
+/// Lines of any step's output that report a Rust panic (`thread '…' panicked at`).
+static PANICS: AtomicU64 = AtomicU64::new(0);
+
+fn count_panic(line: &str) {
+    if line.contains("panicked at") {
+        PANICS.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 /// Runs a command in `dir`, echoing it and its output; adds the test counts it reports
 /// (cargo's `test result:` lines, pytest's summary) to the totals.
@@ -80,18 +88,37 @@ pub fn run_counting(
 ) -> Result<(), String> {
     println!("$ {program} {}", args.join(" "));
     let started = Instant::now();
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    if std::env::var_os("RUST_BACKTRACE").is_none() {
+        // A panic anywhere shows where it came from; the test command fails on any.
+        command.env("RUST_BACKTRACE", "1");
+    }
+    let mut child = command
         .args(args)
         .envs(envs.iter().copied())
         .current_dir(dir)
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start `{program}`: {e}"))?;
+    // stderr on its own thread, so neither pipe can fill up and stall the child.
+    let stderr = child.stderr.take().map(|err| {
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                count_panic(&line);
+            }
+        })
+    });
     if let Some(out) = child.stdout.take() {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
             println!("{line}");
             count_tests(&line);
+            count_panic(&line);
         }
+    }
+    if let Some(thread) = stderr {
+        let _ = thread.join();
     }
     let status = child
         .wait()
@@ -189,8 +216,15 @@ fn test() -> Result<(), String> {
     cmd("python3", &["-m", "pytest", "-q", "tests/conformance"])?;
     web::ensure_web_toolchain()?;
     web::test_web()?;
+    let panics = PANICS.load(Ordering::Relaxed);
+    if panics > 0 {
+        return Err(format!(
+            "every test passed, but {panics} line(s) of the output report a panic \
+             (search it for `panicked at`); no panic is allowed anywhere"
+        ));
+    }
     println!(
-        "all checks and tests passed in {:.0} s",
+        "all checks and tests passed in {:.0} s, no panic in the output",
         started.elapsed().as_secs_f64()
     );
     println!(

@@ -394,11 +394,25 @@ pub fn test_web() -> Result<(), String> {
         &[("CHROMEDRIVER", CHROMEDRIVER.to_owned())],
     )?;
     build_client(true)?;
+    // The restart test runs the release binary as a child process (SIGTERM, then again
+    // on the same port).
+    println!("building the release server for the end-to-end tests (first time ~2 min)");
+    run("cargo", &["build", "--release", "-p", "matchchat-server"])?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let server_bin = target_dir.join("release/matchchat-server");
     println!("end-to-end test: real server, real build, two headless Chromium sessions");
     run_in(
         &root(),
         "cargo",
         &["test", "-p", "matchchat-e2e", "--", "--nocapture"],
-        &[("CHROMEDRIVER", CHROMEDRIVER.to_owned())],
+        &[
+            ("CHROMEDRIVER", CHROMEDRIVER.to_owned()),
+            (
+                "MATCHCHAT_SERVER_BIN",
+                server_bin.to_string_lossy().into_owned(),
+            ),
+        ],
     )
 }
