@@ -183,6 +183,13 @@ fn test() -> Result<(), String> {
             "warnings",
         ],
     )?;
+    // Dependency tree: permissive licenses only, crates.io only, no wildcard versions
+    // (deny.toml; the advisory database lives on GitHub, unreachable here).
+    web::ensure_cargo_deny()?;
+    cmd(
+        "cargo",
+        &["deny", "--offline", "check", "bans", "licenses", "sources"],
+    )?;
     // Property tests explore fresh random cases on a plain `cargo test`; the test command
     // fixes the seed (unless PROPTEST_RNG_SEED is set) so CI is repeatable, and failures
     // found while exploring are kept in core/tests/*.proptest-regressions.

@@ -224,6 +224,18 @@ fn ensure_wasm_pack() -> Result<(), String> {
     run("cargo", &["install", "--locked", "wasm-pack"])
 }
 
+/// cargo-deny, for the dependency checks of the test command (licenses, bans, sources).
+pub fn ensure_cargo_deny() -> Result<(), String> {
+    if output_of("cargo-deny", &["--version"]).is_some() {
+        return Ok(());
+    }
+    println!("installing cargo-deny 0.20.2 (cargo install, ~12 min on 2 cores; once)");
+    run(
+        "cargo",
+        &["install", "--locked", "cargo-deny", "--version", "0.20.2"],
+    )
+}
+
 fn ensure_browser() -> Result<(), String> {
     let mut packages = Vec::new();
     if !Path::new(CHROMIUM).exists() {
