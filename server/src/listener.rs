@@ -29,7 +29,7 @@ use warp::reply::{Reply, Response};
 pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Initial read buffer per socket; it grows for larger messages (up to the frame limit).
-const READ_BUFFER: usize = 1024;
+const READ_BUFFER: usize = 256;
 
 /// Accepts until `stop`, then lets open HTTP exchanges finish (bounded by the caller).
 pub async fn serve<B, W>(
