@@ -3,7 +3,7 @@
 //! - [`config`]: flags and environment.
 //! - [`server`]: routes, limits at upgrade, startup and graceful shutdown.
 //! - [`listener`]: the accept loop and the WebSocket handshake.
-//! - [`connection`]: one WebSocket (reader loop, writer task, rate limit, idle drop).
+//! - [`connection`]: one WebSocket, one task (reads, writes its queue, rate limit, idle drop).
 //! - [`broker`]: the shared-state interface and its in-memory implementation.
 //! - [`ids`], [`rate_limit`], [`metrics`]: small pieces the others use.
 #![forbid(unsafe_code)]
