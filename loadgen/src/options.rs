@@ -105,6 +105,27 @@ pub struct Options {
     #[arg(long, default_value_t = 5.0)]
     pub drain_timeout: f64,
 
+    /// Open loop: after matching, client 0 stops reading its socket (the connection stays
+    /// open; it asks for a 4 KiB receive buffer so that the kernel absorbs less) while its
+    /// peer keeps sending to it, at --stall-rate with the largest messages allowed (1,000
+    /// characters, ~3.9 KB). At the end of the chat it reads again, to see how the server
+    /// ended it. The pair is left out of the latency and loss figures and reported apart,
+    /// under `stalled`.
+    #[arg(long, requires = "rate")]
+    pub stall_one: bool,
+
+    /// Messages per second the stalled client's peer sends (--stall-one); the server's
+    /// rate limit must allow it.
+    #[arg(long, default_value_t = 80.0)]
+    pub stall_rate: f64,
+
+    /// Open loop: one extra connection, in no room, sends chat frames as fast as the socket
+    /// takes them from the start of the chat until the server closes it or the chat ends;
+    /// its replies (40009 rate-limited, 40004 for those within the limit) and its close
+    /// are reported apart, under `flooder`.
+    #[arg(long, requires = "rate")]
+    pub flood_one: bool,
+
     /// Runtime worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,

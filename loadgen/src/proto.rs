@@ -20,9 +20,32 @@ pub struct Payload {
     pub fin: bool,
 }
 
+/// The padding of a wide payload ([`wide_chat_frame`]): a 4-byte character, so that the
+/// protocol's 1,000 characters make ~3.9 KB on the wire.
+pub const WIDE_PAD: char = '\u{1F4AC}';
+
 /// Writes a `game/send_chat_msg` request frame into `buf` (cleared first). The request id
 /// and `chat_sn` are the sequence number; `chat_msg` is padded to `msg_bytes`.
 pub fn chat_frame(buf: &mut String, p: Payload, msg_bytes: usize) {
+    write_chat(buf, p, |buf, start| {
+        while buf.len() - start < msg_bytes {
+            buf.push('x');
+        }
+    });
+}
+
+/// Like [`chat_frame`], with the longest `chat_msg` the protocol allows
+/// (`CHAT_MSG_MAX_CHARS` characters), padded with [`WIDE_PAD`].
+pub fn wide_chat_frame(buf: &mut String, p: Payload) {
+    write_chat(buf, p, |buf, start| {
+        // The payload's head is ASCII: its bytes are its characters.
+        let head = buf.len() - start;
+        let pad = matchchat_core::limits::CHAT_MSG_MAX_CHARS.saturating_sub(head);
+        buf.extend(std::iter::repeat_n(WIDE_PAD, pad));
+    });
+}
+
+fn write_chat(buf: &mut String, p: Payload, pad: impl FnOnce(&mut String, usize)) {
     buf.clear();
     let _ = write!(
         buf,
@@ -34,9 +57,7 @@ pub fn chat_frame(buf: &mut String, p: Payload, msg_bytes: usize) {
     if p.fin {
         buf.push('F');
     }
-    while buf.len() - start < msg_bytes {
-        buf.push('x');
-    }
+    pad(buf, start);
     let _ = write!(buf, "\",\"chat_sn\":\"{}\"}}}}", p.seq);
 }
 
@@ -51,7 +72,7 @@ pub fn parse_payload(msg: &str) -> Option<Payload> {
     let tail = &rest[digits..];
     let fin = tail.starts_with('F');
     let padding = if fin { &tail[1..] } else { tail };
-    if !padding.bytes().all(|b| b == b'x') {
+    if !(padding.bytes().all(|b| b == b'x') || padding.chars().all(|c| c == WIDE_PAD)) {
         return None;
     }
     Some(Payload {
@@ -182,6 +203,18 @@ mod tests {
         };
         assert_eq!(chat_msg.len(), 32);
         assert_eq!(chat_sn, "3");
+        assert_eq!(parse_payload(&chat_msg), Some(p));
+        let mut wide = String::new();
+        wide_chat_frame(&mut wide, p);
+        let incoming = parse_frame(&wide).expect("valid request");
+        let Request::SendChat { chat_msg, .. } = incoming.request else {
+            panic!("not a chat: {wide}");
+        };
+        assert_eq!(
+            chat_msg.chars().count(),
+            matchchat_core::limits::CHAT_MSG_MAX_CHARS
+        );
+        assert!(chat_msg.len() > 3_900, "{}", chat_msg.len());
         assert_eq!(parse_payload(&chat_msg), Some(p));
         let fin = Payload { fin: true, ..p };
         chat_frame(&mut buf, fin, 8);

@@ -34,6 +34,48 @@ pub struct Outcome {
     pub peer_index: Option<u64>,
     pub identity_errors: u64,
     pub errors: BTreeMap<String, u64>,
+    /// `--stall-one`: this client's part in the stalled pair, if it has one (the pair is
+    /// left out of the figures above and reported under `stalled`).
+    pub stall: Option<StallPart>,
+}
+
+/// What one side of the stalled pair saw.
+#[derive(Clone, Debug)]
+pub enum StallPart {
+    /// The client that stopped reading.
+    Stalled(StalledSide),
+    /// Its peer, which kept sending to it.
+    Peer(StallPeerSide),
+}
+
+/// The stalled client's view: nothing during the chat (it does not read), then what it
+/// found when it read again after the chat.
+#[derive(Clone, Debug, Default)]
+pub struct StalledSide {
+    pub index: u64,
+    /// The connection turned out closed (close frame, end of stream or reset) when read
+    /// again.
+    pub closed: bool,
+    /// Text and binary frames read after the chat, and their bytes.
+    pub drained_frames: u64,
+    pub drained_bytes: u64,
+    /// The code of the close frame read after the chat, if one came.
+    pub close_code: Option<u16>,
+    /// How the connection ended when read again: `close frame`, `eof` (the server closed
+    /// TCP without a close frame reaching the client), `error: …`, or `open` (still up at
+    /// the deadline).
+    pub ended: String,
+}
+
+/// The stalled client's peer's view.
+#[derive(Clone, Debug, Default)]
+pub struct StallPeerSide {
+    /// Data messages sent to the stalled client, and acknowledged by the server's reply.
+    pub sent: u64,
+    pub acked: u64,
+    /// When the 20003 (peer left) came, in ms from the start of the chat: the moment the
+    /// server dropped the stalled client from the room.
+    pub peer_left_after_ms: Option<f64>,
 }
 
 impl Outcome {
@@ -59,6 +101,92 @@ pub struct Samples {
     pub loadgen_rss: Option<u64>,
     pub connected_after: Option<Duration>,
     pub matched_after: Option<Duration>,
+    /// Highest server RSS of the samples taken every 250 ms over the whole run, and how
+    /// many were taken.
+    pub server_rss_max: Option<u64>,
+    pub server_rss_samples: u64,
+    /// `--flood-one`: what the flooder saw (moved into [`Report::flooder`]).
+    pub flooder: Option<Flooder>,
+}
+
+/// What the flooder (`--flood-one`) saw.
+#[derive(Clone, Debug, Default)]
+pub struct Flooder {
+    pub connected: bool,
+    /// Chat frames written.
+    pub sent: u64,
+    /// Replies: 40009 (rate-limited), 40004 (within the limit, but the flooder is in no
+    /// room), anything else.
+    pub rate_limited_40009: u64,
+    pub not_in_room_40004: u64,
+    pub other_replies: u64,
+    /// The server ended the connection (close frame, or TCP closed or reset).
+    pub closed: bool,
+    pub close_code: Option<u16>,
+    /// From the first frame written to the end of the connection, in ms.
+    pub after_ms: Option<f64>,
+    /// From the first frame written to the first 40009, in ms.
+    pub first_40009_after_ms: Option<f64>,
+    /// Why it stopped early, or what went wrong (connect, write, read).
+    pub error: Option<String>,
+}
+
+impl Flooder {
+    fn json(&self) -> Value {
+        json!({
+            "connected": self.connected,
+            "sent": self.sent,
+            "rate_limited_40009": self.rate_limited_40009,
+            "not_in_room_40004": self.not_in_room_40004,
+            "other_replies": self.other_replies,
+            "closed": self.closed,
+            "close_code": self.close_code,
+            "after_ms": self.after_ms,
+            "first_40009_after_ms": self.first_40009_after_ms,
+            "error": self.error,
+        })
+    }
+}
+
+/// The stalled pair (`--stall-one`), both sides together.
+#[derive(Clone, Debug, Default)]
+pub struct Stalled {
+    /// Global index of the client that stopped reading.
+    pub index: u64,
+    /// Whether its peer was found in this process.
+    pub peer_found: bool,
+    /// The server ended the stalled connection: its peer got 20003, or the stalled client
+    /// found the connection closed when it read again.
+    pub closed: bool,
+    /// Close code read by the stalled client, if any reached it.
+    pub close_code: Option<u16>,
+    /// When the server dropped it (its peer's 20003), in ms from the start of the chat.
+    pub after_ms: Option<f64>,
+    pub ended: String,
+    pub drained_frames: u64,
+    pub drained_bytes: u64,
+    pub peer_sent: u64,
+    pub peer_acked: u64,
+    /// Errors of either side (kept out of the run's error count).
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Stalled {
+    fn json(&self) -> Value {
+        json!({
+            "index": self.index,
+            "peer_found": self.peer_found,
+            "closed": self.closed,
+            "close_code": self.close_code,
+            "after_ms": self.after_ms,
+            "ended": self.ended,
+            "drained_frames": self.drained_frames,
+            "drained_bytes": self.drained_bytes,
+            "peer_sent": self.peer_sent,
+            "peer_acked": self.peer_acked,
+            "errors": self.errors,
+        })
+    }
 }
 
 /// p50 / p99 / p999 / max of a histogram of microseconds, in milliseconds.
@@ -121,6 +249,8 @@ pub struct Report {
     pub error_kinds: BTreeMap<String, u64>,
     pub server_pid: Option<u32>,
     pub samples: Samples,
+    pub stalled: Option<Stalled>,
+    pub flooder: Option<Flooder>,
 }
 
 impl Report {
@@ -131,8 +261,9 @@ impl Report {
         outcomes: Vec<Outcome>,
         sent_by_local: &[u64],
         latency: Histogram<u64>,
-        samples: Samples,
+        mut samples: Samples,
     ) -> Result<Report, String> {
+        let flooder = samples.flooder.take();
         let mut connect = crate::run::new_histogram()?;
         let mut matching = crate::run::new_histogram()?;
         let mut connect_match = crate::run::new_histogram()?;
@@ -141,6 +272,11 @@ impl Report {
         let (mut sent, mut delivered, mut in_window) = (0, 0, 0);
         let (mut connected, mut matched, mut alive) = (0, 0, 0);
         let base = opts.index_base;
+        let mut stalled = opts.stall_one.then(|| Stalled {
+            index: base,
+            ended: "not reached".into(),
+            ..Stalled::default()
+        });
         for o in &outcomes {
             if let Some(us) = o.connect_us {
                 connected += 1;
@@ -154,6 +290,30 @@ impl Report {
             }
             matched += u64::from(o.matched);
             alive += u64::from(o.alive);
+            if let (Some(part), Some(st)) = (&o.stall, stalled.as_mut()) {
+                // The stalled pair: reported apart, not in the figures of the others.
+                match part {
+                    StallPart::Stalled(side) => {
+                        st.index = side.index;
+                        st.drained_frames = side.drained_frames;
+                        st.drained_bytes = side.drained_bytes;
+                        st.close_code = side.close_code;
+                        st.ended.clone_from(&side.ended);
+                        st.closed |= side.closed;
+                    }
+                    StallPart::Peer(side) => {
+                        st.peer_found = true;
+                        st.peer_sent = side.sent;
+                        st.peer_acked = side.acked;
+                        st.after_ms = side.peer_left_after_ms;
+                        st.closed |= side.peer_left_after_ms.is_some();
+                    }
+                }
+                for (k, v) in &o.errors {
+                    *st.errors.entry(k.clone()).or_insert(0) += v;
+                }
+                continue;
+            }
             sent += o.sent;
             delivered += o.delivered;
             in_window += o.delivered_in_window;
@@ -215,6 +375,8 @@ impl Report {
             error_kinds,
             server_pid: opts.server_pid,
             samples,
+            stalled,
+            flooder,
         })
     }
 
@@ -290,7 +452,11 @@ impl Report {
                 "rss_kib_connected": s.server_rss_connected,
                 "rss_kib_end": s.server_rss_end,
                 "rss_bytes_per_conn": self.server_rss_bytes_per_conn(),
+                "rss_kib_max": s.server_rss_max,
+                "rss_samples": s.server_rss_samples,
             },
+            "stalled": self.stalled.as_ref().map(Stalled::json),
+            "flooder": self.flooder.as_ref().map(Flooder::json),
             "loadgen": {"cpu_s": s.loadgen_cpu, "rss_kib": s.loadgen_rss},
         })
     }
@@ -355,6 +521,46 @@ impl Report {
                 out.push_str(&format!(", {per:.0} bytes per connection"));
             }
             out.push('\n');
+        }
+        if let Some(st) = &self.stalled {
+            out.push_str(&format!(
+                "  stalled client {}: {}, dropped from its room {} (its peer sent {} to it); read again after the chat: {} frames, {} bytes, then {}{}\n",
+                st.index,
+                if st.closed { "closed by the server" } else { "not closed" },
+                st.after_ms
+                    .map_or_else(|| "never".to_owned(), |ms| format!("{ms:.0} ms into the chat")),
+                st.peer_sent,
+                st.drained_frames,
+                st.drained_bytes,
+                st.ended,
+                st.close_code.map_or_else(String::new, |c| format!(" (code {c})")),
+            ));
+        }
+        if let Some(f) = &self.flooder {
+            out.push_str(&format!(
+                "  flooder: sent {}, got {} × 40009 and {} × 40004, {}{}\n",
+                f.sent,
+                f.rate_limited_40009,
+                f.not_in_room_40004,
+                match (f.closed, f.close_code) {
+                    (true, Some(code)) => format!("closed with {code}"),
+                    (true, None) => "closed without a close frame".to_owned(),
+                    (false, _) => "not closed".to_owned(),
+                },
+                f.after_ms
+                    .map_or_else(String::new, |ms| format!(" after {ms:.1} ms")),
+            ));
+            if let Some(e) = &f.error {
+                out.push_str(&format!("    flooder: {e}\n"));
+            }
+        }
+        if let (Some(max), Some(before)) =
+            (self.samples.server_rss_max, self.samples.server_rss_before)
+        {
+            out.push_str(&format!(
+                "  server RSS {before} KiB before, at most {max} KiB over the run ({} samples)\n",
+                self.samples.server_rss_samples
+            ));
         }
         out.push_str(&format!("  errors {}", self.errors));
         for (k, v) in &self.error_kinds {

@@ -7,21 +7,27 @@
 //! (its index, and in server mode its `send_player_id`), sequence numbers arrive in order,
 //! each once. Losses are counted at the end, from what each sender reports having sent
 //! (or, for a sender in another process, from its final marker message).
+//!
+//! Two open-loop extras for the reliability checks: `--stall-one` (client 0 stops reading
+//! after its 20001 while its peer keeps sending to it; see `stall`) and `--flood-one`
+//! (one more connection writes chat frames as fast as it can; see `flood`). Both are
+//! kept out of the other clients' figures and reported apart. With `--server-pid`, the
+//! server's RSS is also sampled every 250 ms over the whole run, for its maximum.
 
 use crate::options::{Mode, Options, Target};
 use crate::proto::{self, Incoming, Payload};
-use crate::report::{Outcome, Report, Samples};
+use crate::report::{Flooder, Outcome, Report, Samples, StallPart, StallPeerSide, StalledSide};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -30,6 +36,17 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const SAMPLE_BATCH: usize = 256;
 /// Missing sequence numbers remembered per sender (beyond: counted, not tracked).
 const MISSING_CAP: usize = 100_000;
+/// Receive buffer the stalled client asks for (the kernel doubles it), so that less of
+/// what the server sends it is absorbed by the kernel before the server's queue.
+const STALLED_RECV_BUFFER: u32 = 4096;
+/// Most frames the stalled client reads when it reads again after the chat.
+const STALLED_DRAIN_MAX: u64 = 10_000_000;
+/// Most frames the flooder writes (it stops earlier: when closed, or at the chat's end).
+const FLOOD_MAX_FRAMES: u64 = 50_000_000;
+/// Frames the flooder writes per flush.
+const FLOOD_BATCH: u64 = 64;
+/// Server RSS sampling interval.
+const RSS_EVERY: Duration = Duration::from_millis(250);
 
 /// A failure of one client, named for the error counts.
 #[derive(Debug)]
@@ -104,6 +121,8 @@ struct Phase {
 struct Shared {
     opts: Options,
     mode: Mode,
+    /// `--stall-one`: the global index of the client that stops reading.
+    stalled: Option<u64>,
     addr: SocketAddr,
     url: String,
     clock: Clock,
@@ -187,12 +206,22 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
         .map_err(|e| format!("cannot resolve {}: {e}", opts.addr))?
         .find(SocketAddr::is_ipv4)
         .ok_or_else(|| format!("{} has no IPv4 address", opts.addr))?;
+    if opts.stall_one && !(opts.stall_rate > 0.0 && opts.stall_rate.is_finite()) {
+        return Err("--stall-rate must be a positive number".into());
+    }
     let started = Instant::now();
     let server = opts.server_pid;
     let mut samples = Samples {
         server_rss_before: server.and_then(crate::procfs::rss_kib),
         ..Samples::default()
     };
+    // The server's RSS every 250 ms until the end of the run (bounded in time as well).
+    let (stop_rss_tx, stop_rss) = watch::channel(false);
+    let rss_deadline = tokio::time::Instant::now()
+        + Duration::from_secs_f64(
+            opts.match_timeout.max(0.1) + opts.duration + opts.drain_timeout.max(0.0) + 60.0,
+        );
+    let rss_sampler = server.map(|pid| tokio::spawn(sample_rss(pid, stop_rss, rss_deadline)));
     let (go_match_tx, go_match) = watch::channel(false);
     let (go_chat_tx, go_chat) = watch::channel(None);
     let (go_close_tx, go_close) = watch::channel(false);
@@ -201,6 +230,7 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
     let shared = Arc::new(Shared {
         opts: opts.clone(),
         mode,
+        stalled: (opts.stall_one && mode == Mode::Open).then_some(opts.index_base),
         addr,
         url: format!("ws://{addr}/ws"),
         clock: Clock::new(),
@@ -228,6 +258,7 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
         let _ = go_match_tx.send(true);
     }
     let mut phase = None;
+    let mut flooder = None;
     match mode {
         Mode::Idle => {
             let now = Instant::now();
@@ -260,6 +291,9 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
             };
             phase = Some(p);
             let _ = go_chat_tx.send(Some(p));
+            if opts.flood_one && mode == Mode::Open {
+                flooder = Some(tokio::spawn(flood(shared.clone(), p)));
+            }
             tokio::time::sleep_until(p.start.into()).await;
             let cpu_start = (
                 server.and_then(crate::procfs::cpu_seconds),
@@ -295,6 +329,38 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
             }
         }
     }
+    samples.flooder = match flooder {
+        Some(task) => {
+            let abort = task.abort_handle();
+            match tokio::time::timeout(Duration::from_secs(15), task).await {
+                Ok(Ok(f)) => Some(f),
+                Ok(Err(_)) => Some(Flooder {
+                    error: Some("flooder task panicked".into()),
+                    ..Flooder::default()
+                }),
+                Err(_) => {
+                    abort.abort();
+                    Some(Flooder {
+                        error: Some("flooder task did not finish".into()),
+                        ..Flooder::default()
+                    })
+                }
+            }
+        }
+        // Asked for, but the run never reached its chat.
+        None if opts.flood_one => Some(Flooder {
+            error: Some("no chat phase".into()),
+            ..Flooder::default()
+        }),
+        None => None,
+    };
+    let _ = stop_rss_tx.send(true);
+    if let Some(task) = rss_sampler
+        && let Ok(Ok((max, count))) = tokio::time::timeout(Duration::from_secs(5), task).await
+    {
+        samples.server_rss_max = max;
+        samples.server_rss_samples = count;
+    }
     let sent: Vec<u64> = shared.sent.iter().map(|s| s.load(Relaxed)).collect();
     let latency = shared
         .latency
@@ -310,6 +376,36 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
         latency,
         samples,
     )
+}
+
+/// The highest RSS of `pid` and the number of readings, one every [`RSS_EVERY`] until
+/// `stop` or `deadline`.
+async fn sample_rss(
+    pid: u32,
+    mut stop: watch::Receiver<bool>,
+    deadline: tokio::time::Instant,
+) -> (Option<u64>, u64) {
+    let mut max: Option<u64> = None;
+    let mut count = 0;
+    let mut tick = tokio::time::interval(RSS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Some(rss) = crate::procfs::rss_kib(pid) {
+                    max = max.max(Some(rss));
+                    count += 1;
+                }
+            }
+            _ = stop.wait_for(|s| *s) => break,
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    if let Some(rss) = crate::procfs::rss_kib(pid) {
+        max = max.max(Some(rss));
+        count += 1;
+    }
+    (max, count)
 }
 
 async fn client(shared: Arc<Shared>, local: usize) -> Outcome {
@@ -346,6 +442,11 @@ async fn connect(shared: &Shared, local: usize) -> Result<Ws, Fail> {
     let offset = u8::try_from((opts.index_base + local as u64) % ips).unwrap_or(0);
     let source = Ipv4Addr::new(127, 0, 0, opts.source_ip_first.saturating_add(offset));
     let socket = TcpSocket::new_v4().map_err(|e| Fail::new(format!("socket: {e}")))?;
+    if shared.stalled == Some(opts.index_base + local as u64) {
+        socket
+            .set_recv_buffer_size(STALLED_RECV_BUFFER)
+            .map_err(|e| Fail::new(format!("receive buffer: {e}")))?;
+    }
     if ips > 1 || opts.source_ip_first != 1 {
         socket
             .bind(SocketAddr::new(source.into(), 0))
@@ -470,6 +571,10 @@ async fn client_inner(
     if shared.mode == Mode::Match {
         return Ok(ws);
     }
+    if shared.stalled == Some(index) {
+        out.stall = Some(StallPart::Stalled(stall(shared, &mut ws, index).await));
+        return Ok(ws);
+    }
     chat(shared, &mut ws, local, index, (player, peer), out, arrived).await?;
     Ok(ws)
 }
@@ -510,7 +615,11 @@ async fn chat(
         overflow: 0,
         samples: Vec::with_capacity(SAMPLE_BATCH),
     };
-    let interval = opts.rate.map(|r| Duration::from_secs_f64(1.0 / r));
+    let mut interval = opts.rate.map(|r| Duration::from_secs_f64(1.0 / r));
+    // `--stall-one`: whether this client's peer is the one that stopped reading (known
+    // once the chat starts: by then every client has published its player id).
+    let mut stall_peer: Option<StallPeerSide> = None;
+    let mut role_known = false;
     let mut next_intended: Option<Instant> = None;
     let mut data_sent = 0u64;
     let mut data_acked = 0u64;
@@ -524,6 +633,17 @@ async fn chat(
     let result = loop {
         let now = Instant::now();
         if let Some(p) = phase {
+            if !role_known {
+                role_known = true;
+                if let Some(stalled) = shared.stalled
+                    && stalled != index
+                    && lookup(shared, &rx.peer_player) == Some(stalled)
+                {
+                    stall_peer = Some(StallPeerSide::default());
+                    interval = Some(Duration::from_secs_f64(1.0 / opts.stall_rate));
+                }
+            }
+            let wide = stall_peer.is_some();
             if fin_seq.is_none() {
                 let mut fed = 0;
                 if now >= p.end {
@@ -535,7 +655,7 @@ async fn chat(
                         ts_us: clock.us(now),
                         fin: true,
                     };
-                    feed(ws, payload, opts.msg_bytes).await?;
+                    feed(ws, payload, opts.msg_bytes, wide).await?;
                     fin_seq = Some(seq);
                     fed += 1;
                 } else if let Some(interval) = interval {
@@ -550,7 +670,7 @@ async fn chat(
                             ts_us: clock.us(at),
                             fin: false,
                         };
-                        feed(ws, payload, opts.msg_bytes).await?;
+                        feed(ws, payload, opts.msg_bytes, wide).await?;
                         fed += 1;
                         at += interval;
                     }
@@ -564,7 +684,7 @@ async fn chat(
                             ts_us: clock.us(Instant::now()),
                             fin: false,
                         };
-                        feed(ws, payload, opts.msg_bytes).await?;
+                        feed(ws, payload, opts.msg_bytes, wide).await?;
                         fed += 1;
                     }
                 }
@@ -574,14 +694,15 @@ async fn chat(
                         .map_err(|e| Fail::new(format!("send: {e}")))?;
                 }
             }
-            if fin_acked && out.fin_seq.is_some() {
+            // The stalled client sends nothing: its peer does not wait for a final marker.
+            if fin_acked && (out.fin_seq.is_some() || stall_peer.is_some()) {
                 break Ok(());
             }
             if now >= p.end + drain {
                 if !fin_acked {
                     out.error("drain timeout: own messages not all acknowledged");
                 }
-                if out.fin_seq.is_none() {
+                if out.fin_seq.is_none() && stall_peer.is_none() {
                     out.error("drain timeout: peer's final message missing");
                 }
                 break Ok(());
@@ -625,7 +746,16 @@ async fn chat(
                     Incoming::Chat { payload, from } => {
                         deliver(shared, &mut rx, out, payload, from, now, phase);
                     }
-                    Incoming::PeerLeft => out.error("peer left during chat (20003)"),
+                    Incoming::PeerLeft => {
+                        if let Some(side) = stall_peer.as_mut() {
+                            // The server dropped the stalled client: the room is closed,
+                            // nothing more to send.
+                            side.peer_left_after_ms = phase
+                                .map(|p| now.saturating_duration_since(p.start).as_secs_f64() * 1000.0);
+                            break Ok(());
+                        }
+                        out.error("peer left during chat (20003)");
+                    }
                     Incoming::Error(code) => out.error(format!("error {code} during chat")),
                     Incoming::Success | Incoming::Matched | Incoming::Unknown => {
                         out.error("unexpected frame during chat");
@@ -644,12 +774,12 @@ async fn chat(
     // Publish even on failure, so the peer's losses are counted against what was sent.
     shared.sent[local].store(data_sent, Relaxed);
     if out.peer_index.is_none() {
-        out.peer_index = shared
-            .ids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&rx.peer_player)
-            .copied();
+        out.peer_index = lookup(shared, &rx.peer_player);
+    }
+    if let Some(mut side) = stall_peer {
+        side.sent = data_sent;
+        side.acked = data_acked;
+        out.stall = Some(StallPart::Peer(side));
     }
     flush_samples(shared, &mut rx.samples);
     out.sent = data_sent;
@@ -667,9 +797,175 @@ fn phase_offset(index: u64, interval: Duration) -> Duration {
     interval.mul_f64(frac)
 }
 
-async fn feed(ws: &mut Ws, payload: Payload, msg_bytes: usize) -> Result<(), Fail> {
+/// The global index of the client with player id `player`, if it is in this process.
+fn lookup(shared: &Shared, player: &str) -> Option<u64> {
+    shared
+        .ids
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(player)
+        .copied()
+}
+
+/// `--stall-one`: the client that stops reading. From its 20001 on it does not touch its
+/// socket until the chat is over; then it reads what is left, to see how the server ended
+/// the connection.
+async fn stall(shared: &Shared, ws: &mut Ws, index: u64) -> StalledSide {
+    let mut side = StalledSide {
+        index,
+        ended: "not reached".into(),
+        ..StalledSide::default()
+    };
+    let mut go = shared.go_chat.clone();
+    let phase = go.wait_for(Option::is_some).await.ok().and_then(|p| *p);
+    let Some(p) = phase else {
+        side.ended = "error: no chat phase".into();
+        return side;
+    };
+    tokio::time::sleep_until(p.end.into()).await;
+    let deadline = tokio::time::Instant::from_std(p.end)
+        + Duration::from_secs_f64(shared.opts.drain_timeout.max(1.0));
+    side.ended = "open".into();
+    for _ in 0..STALLED_DRAIN_MAX {
+        let (ended, code) = match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => break,
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                ("close frame".to_owned(), frame.map(|f| u16::from(f.code)))
+            }
+            Ok(Some(Ok(message))) => {
+                side.drained_frames += 1;
+                side.drained_bytes += message.len() as u64;
+                continue;
+            }
+            Ok(None)
+            | Ok(Some(Err(tungstenite::Error::Protocol(
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            ))))
+            | Ok(Some(Err(tungstenite::Error::ConnectionClosed))) => ("eof".to_owned(), None),
+            Ok(Some(Err(tungstenite::Error::Io(e))))
+                if e.kind() == std::io::ErrorKind::ConnectionReset =>
+            {
+                ("reset".to_owned(), None)
+            }
+            Ok(Some(Err(e))) => (format!("error: {e}"), None),
+        };
+        side.ended = ended;
+        side.close_code = code;
+        side.closed = true;
+        break;
+    }
+    side
+}
+
+/// `--flood-one`: one more connection, in no room, writing chat frames as fast as the
+/// socket takes them from the start of the chat until the server closes it (or the chat
+/// ends), and counting the replies.
+async fn flood(shared: Arc<Shared>, p: Phase) -> Flooder {
+    let mut f = Flooder::default();
+    let local = shared.sent.len();
+    let sender = shared.opts.index_base + local as u64;
+    let ws = match tokio::time::timeout(Duration::from_secs(10), connect(&shared, local)).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(fail)) => {
+            f.error = Some(fail.0);
+            return f;
+        }
+        Err(_) => {
+            f.error = Some("connect timed out".into());
+            return f;
+        }
+    };
+    f.connected = true;
+    let (mut sink, mut stream) = ws.split();
+    tokio::time::sleep_until(p.start.into()).await;
+    let started = Instant::now();
+    let ms = |at: Instant| at.saturating_duration_since(started).as_secs_f64() * 1000.0;
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (stop, written) = (stop.clone(), written.clone());
+        let end = tokio::time::Instant::from_std(p.end);
+        tokio::spawn(async move {
+            let write = async {
+                let mut frame = String::with_capacity(160);
+                let mut seq = 0u64;
+                while seq < FLOOD_MAX_FRAMES && !stop.load(Relaxed) {
+                    for _ in 0..FLOOD_BATCH {
+                        seq += 1;
+                        let payload = Payload {
+                            sender,
+                            seq,
+                            ts_us: 0,
+                            fin: false,
+                        };
+                        proto::chat_frame(&mut frame, payload, 32);
+                        sink.feed(Message::text(frame.as_str())).await?;
+                        written.store(seq, Relaxed);
+                    }
+                    sink.flush().await?;
+                }
+                Ok::<(), tungstenite::Error>(())
+            };
+            match tokio::time::timeout_at(end, write).await {
+                // Stopped (closed or capped) or the chat is over.
+                Ok(Ok(())) | Err(_) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+            }
+        })
+    };
+    let deadline = tokio::time::Instant::from_std(p.end) + Duration::from_secs(2);
+    for _ in 0..FLOOD_MAX_FRAMES {
+        let next = tokio::time::timeout_at(deadline, stream.next()).await;
+        let now = Instant::now();
+        match next {
+            Err(_) => break,
+            Ok(Some(Ok(Message::Text(text)))) => match proto::classify(&text) {
+                Incoming::Error(40009) => {
+                    f.rate_limited_40009 += 1;
+                    f.first_40009_after_ms.get_or_insert_with(|| ms(now));
+                }
+                Incoming::Error(40004) => f.not_in_room_40004 += 1,
+                _ => f.other_replies += 1,
+            },
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                f.closed = true;
+                f.close_code = frame.map(|c| u16::from(c.code));
+                f.after_ms = Some(ms(now));
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(None) => {
+                f.closed = true;
+                f.after_ms = Some(ms(now));
+                break;
+            }
+            Ok(Some(Err(e))) => {
+                f.closed = true;
+                f.after_ms = Some(ms(now));
+                f.error = Some(format!("read: {e}"));
+                break;
+            }
+        }
+    }
+    stop.store(true, Relaxed);
+    match tokio::time::timeout(Duration::from_secs(5), writer).await {
+        // A write failing once the server has closed is expected.
+        Ok(Ok(Some(e))) if !f.closed => f.error = Some(format!("write: {e}")),
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => f.error = Some("flood writer panicked".into()),
+        Err(_) => f.error = Some("flood writer did not stop".into()),
+    }
+    f.sent = written.load(Relaxed);
+    f
+}
+
+async fn feed(ws: &mut Ws, payload: Payload, msg_bytes: usize, wide: bool) -> Result<(), Fail> {
     let mut frame = String::with_capacity(msg_bytes + 120);
-    proto::chat_frame(&mut frame, payload, msg_bytes);
+    if wide {
+        proto::wide_chat_frame(&mut frame, payload);
+    } else {
+        proto::chat_frame(&mut frame, payload, msg_bytes);
+    }
     ws.feed(Message::text(frame))
         .await
         .map_err(|e| Fail::new(format!("send: {e}")))

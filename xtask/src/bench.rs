@@ -86,34 +86,7 @@ fn parse_flags(root: &Path) -> Result<Flags, String> {
 pub fn run() -> Result<(), String> {
     let root = workspace_root();
     let flags = parse_flags(&root)?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    println!("$ cargo build --release -p matchchat-server -p matchchat-loadgen");
-    let status = Command::new("cargo")
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "matchchat-server",
-            "-p",
-            "matchchat-loadgen",
-        ])
-        .current_dir(&root)
-        .status()
-        .map_err(|e| format!("cannot start cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!("release build failed ({status})"));
-    }
-    let bin = target_dir.join("release");
-    let bench = Bench {
-        runs: std::cell::Cell::new(0),
-        server: bin.join("matchchat-server"),
-        baseline: bin.join("matchchat-baseline"),
-        loadgen: bin.join("matchchat-loadgen"),
-        logs: target_dir.join("bench-logs"),
-    };
-    std::fs::create_dir_all(&bench.logs).map_err(|e| format!("{}: {e}", bench.logs.display()))?;
+    let bench = Bench::build(&root)?;
     let wanted = |name: &str| {
         flags
             .only
@@ -210,7 +183,7 @@ pub fn run() -> Result<(), String> {
 }
 
 /// The workspace root: xtask's parent (or `$MATCHCHAT_ROOT`, for a copy built elsewhere).
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     if let Some(root) = std::env::var_os("MATCHCHAT_ROOT") {
         return PathBuf::from(root);
     }
@@ -218,7 +191,8 @@ fn workspace_root() -> PathBuf {
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
-struct Bench {
+/// The release binaries and where their logs go.
+pub(crate) struct Bench {
     runs: std::cell::Cell<u32>,
     server: PathBuf,
     baseline: PathBuf,
@@ -227,12 +201,12 @@ struct Bench {
 }
 
 /// One load-generator run against one target.
-struct Run {
-    command: String,
+pub(crate) struct Run {
+    pub(crate) command: String,
     /// The target's command line.
-    target: String,
-    json: Json,
-    load_before: String,
+    pub(crate) target: String,
+    pub(crate) json: Json,
+    pub(crate) load_before: String,
 }
 
 /// One scenario: the product and (usually) the baseline.
@@ -247,11 +221,60 @@ struct Section {
 }
 
 impl Bench {
+    /// Builds the release binaries (server, load generator, baseline) in `root`.
+    pub(crate) fn build(root: &Path) -> Result<Bench, String> {
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        println!("$ cargo build --release -p matchchat-server -p matchchat-loadgen");
+        let status = Command::new("cargo")
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "matchchat-server",
+                "-p",
+                "matchchat-loadgen",
+            ])
+            .current_dir(root)
+            .status()
+            .map_err(|e| format!("cannot start cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!("release build failed ({status})"));
+        }
+        let bin = target_dir.join("release");
+        let bench = Bench {
+            runs: std::cell::Cell::new(0),
+            server: bin.join("matchchat-server"),
+            baseline: bin.join("matchchat-baseline"),
+            loadgen: bin.join("matchchat-loadgen"),
+            logs: target_dir.join("bench-logs"),
+        };
+        std::fs::create_dir_all(&bench.logs)
+            .map_err(|e| format!("{}: {e}", bench.logs.display()))?;
+        Ok(bench)
+    }
+
     fn start(&self, baseline: bool, port: u16) -> Result<Target, String> {
         self.start_with(baseline, port, &[])
     }
 
+    /// The product, with `flags` instead of the benchmarks' [`SERVER_FLAGS`].
+    pub(crate) fn start_server(&self, port: u16, flags: &[&str]) -> Result<Target, String> {
+        self.spawn(false, port, flags)
+    }
+
     fn start_with(&self, baseline: bool, port: u16, extra: &[&str]) -> Result<Target, String> {
+        if baseline {
+            self.spawn(true, port, extra)
+        } else {
+            self.spawn(false, port, SERVER_FLAGS)
+        }
+    }
+
+    /// Starts the baseline (with `flags`) or the product (with `flags`), and waits until it
+    /// accepts connections.
+    fn spawn(&self, baseline: bool, port: u16, flags: &[&str]) -> Result<Target, String> {
         let addr = format!("127.0.0.1:{port}");
         if TcpStream::connect(&addr).is_ok() {
             return Err(format!("{addr} is already in use: stop what listens there"));
@@ -264,12 +287,12 @@ impl Bench {
         let log = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let mut cmd = if baseline {
             let mut c = Command::new(&self.baseline);
-            c.args(["--bind", &addr]).args(extra);
+            c.args(["--bind", &addr]).args(flags);
             c
         } else {
             let mut c = Command::new(&self.server);
             c.args(["--bind", &addr])
-                .args(SERVER_FLAGS)
+                .args(flags)
                 .env("RUST_LOG", "warn");
             c
         };
@@ -311,7 +334,12 @@ impl Bench {
         Ok(target)
     }
 
-    fn loadgen(&self, target: &Target, baseline: bool, args: &[&str]) -> Result<Run, String> {
+    pub(crate) fn loadgen(
+        &self,
+        target: &Target,
+        baseline: bool,
+        args: &[&str],
+    ) -> Result<Run, String> {
         let pid = target.child.id().to_string();
         let mut full: Vec<String> = vec!["--addr".into(), target.addr.clone()];
         if baseline {
@@ -505,18 +533,19 @@ impl Bench {
 }
 
 /// Lets sockets in TIME_WAIT and the scheduler settle between runs.
-fn settle() {
+pub(crate) fn settle() {
     std::thread::sleep(Duration::from_secs(2));
 }
 
-struct Target {
-    child: Child,
-    addr: String,
-    command: String,
+/// A started server or baseline.
+pub(crate) struct Target {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
+    pub(crate) command: String,
 }
 
 impl Target {
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         // SIGTERM for a graceful stop, then make sure.
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
@@ -542,7 +571,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// The checked-out commit, `+dirty` when the work tree differs from it.
-fn commit() -> String {
+pub(crate) fn commit() -> String {
     let git = |args: &[&str]| {
         Command::new("git")
             .args(args)
@@ -560,7 +589,7 @@ fn commit() -> String {
     if dirty { format!("{head}+dirty") } else { head }
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let mem_kib: u64 = meminfo
@@ -587,15 +616,15 @@ fn machine() -> String {
     )
 }
 
-fn num(j: &Json, path: &[&str]) -> Option<f64> {
+pub(crate) fn num(j: &Json, path: &[&str]) -> Option<f64> {
     j.at(path).and_then(Json::as_f64)
 }
 
-fn fmt(v: Option<f64>, digits: usize) -> String {
+pub(crate) fn fmt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "–".into(), |v| format!("{v:.digits$}"))
 }
 
-fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+pub(crate) fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
         (Some(a), Some(b)) if b != 0.0 => format!("{:.2}", a / b),
         _ => "–".into(),
@@ -779,7 +808,7 @@ fn render(sections: &[Section]) -> String {
 
 /// Just enough JSON for the load generator's line.
 #[derive(Clone, Debug, PartialEq)]
-enum Json {
+pub(crate) enum Json {
     Null,
     Bool(bool),
     Num(f64),
@@ -802,21 +831,21 @@ impl Json {
         Ok(v)
     }
 
-    fn at(&self, path: &[&str]) -> Option<&Json> {
+    pub(crate) fn at(&self, path: &[&str]) -> Option<&Json> {
         path.iter().try_fold(self, |j, k| match j {
             Json::Obj(m) => m.get(*k),
             _ => None,
         })
     }
 
-    fn as_f64(&self) -> Option<f64> {
+    pub(crate) fn as_f64(&self) -> Option<f64> {
         match self {
             Json::Num(n) => Some(*n),
             _ => None,
         }
     }
 
-    fn to_text(&self) -> String {
+    pub(crate) fn to_text(&self) -> String {
         match self {
             Json::Null => "null".into(),
             Json::Bool(b) => b.to_string(),

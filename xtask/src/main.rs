@@ -9,6 +9,7 @@
 //! Plain `std::process::Command` calls, so it needs nothing but cargo to start.
 
 mod bench;
+mod reliability;
 mod web;
 
 use std::io::{BufRead, BufReader};
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         "run" => run(&rest),
         "test" => test(),
         "bench" => bench::run(),
+        "reliability" => reliability::run(),
         "help" | "--help" | "-h" => {
             print_help();
             Ok(())
@@ -46,7 +48,8 @@ fn print_help() {
     println!(
         "cargo xtask run [SERVER ARGS]   install what is missing, build the client, serve http://127.0.0.1:8080\n\
          cargo xtask test                install what is missing, run every check and test\n\
-         cargo xtask bench               run the load scenarios, write docs/BENCHMARKS.md"
+         cargo xtask bench               run the load scenarios, write docs/BENCHMARKS.md\n\
+         cargo xtask reliability         run the slow-consumer and flood checks, write docs/RELIABILITY.md"
     );
 }
 
