@@ -5,7 +5,7 @@
 //! multi-node implementation (Redis) can replace it without touching the handlers.
 //!
 //! Frames reach connections through the [`ConnHandle`] registered at attach time: a
-//! **bounded** queue plus a [`Closer`]. The broker never waits on a connection: when a
+//! **bounded** queue plus a [`Closer`] (an [`Outlet`]). The broker never waits on a connection: when a
 //! queue is full the connection is a slow consumer and is closed (1008), so one client
 //! that stops reading can neither stall its room nor grow the server's memory.
 
@@ -13,13 +13,12 @@ use crate::metrics::Metrics;
 use matchchat_core::Code;
 use matchchat_core::hub::{Attach, ConnId, Effect, FrameKind, Hub, HubConfig, PlayerId, PoolKey};
 use matchchat_core::request::Incoming;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// One frame for a connection's writer.
@@ -85,19 +84,21 @@ pub const CLOSE_SLOW_CONSUMER: u16 = 1008;
 #[derive(Clone, Debug)]
 pub struct ConnHandle {
     pub id: ConnId,
-    /// Boxed: tokio allocates a block of 32 slots per channel up front, and an idle
-    /// connection should pay for 32 pointers, not 32 frames.
-    pub tx: mpsc::Sender<Box<Outbound>>,
-    pub closer: Arc<Closer>,
+    pub outlet: Arc<Outlet>,
 }
 
 impl ConnHandle {
+    /// The connection's close signal.
+    pub fn closer(&self) -> &Closer {
+        &self.outlet.closer
+    }
+
     /// Queues a frame without waiting; a full queue closes the connection.
     pub fn offer(&self, frame: Outbound, metrics: &Metrics) {
-        match self.tx.try_send(Box::new(frame)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if !self.closer.is_closed() {
+        match self.outlet.push(frame) {
+            Pushed::Queued | Pushed::Closed => {}
+            Pushed::Full => {
+                if !self.outlet.closer.is_closed() {
                     metrics
                         .slow_consumers_closed
                         .fetch_add(1, Ordering::Relaxed);
@@ -106,14 +107,99 @@ impl ConnHandle {
                         "closing slow consumer: outbound queue full"
                     );
                 }
-                self.closer
+                self.outlet
+                    .closer
                     .close(CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full");
             }
-            // The connection is already going away; nothing to deliver to.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 }
+
+/// A connection's outbound side: its bounded frame queue and its close signal, in one
+/// allocation.
+///
+/// A `Mutex<VecDeque>` and a `Notify` rather than a tokio `mpsc` channel: the channel
+/// allocates its shared state and a first block of 32 slots when it is made, ≈ 600 bytes
+/// an idle connection never uses; an empty `VecDeque` allocates nothing. The lock is
+/// held only to push or pop one frame.
+#[derive(Debug)]
+pub struct Outlet {
+    pub closer: Closer,
+    frames: Mutex<VecDeque<Outbound>>,
+    capacity: usize,
+    /// One permit per push (`notify_one`), so a push between the reader's check of the
+    /// queue and its wait is not missed.
+    ready: Notify,
+}
+
+/// What [`Outlet::push`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// The queue holds `capacity` frames already: a slow consumer.
+    Full,
+    /// The connection is closing; nothing more is delivered to it.
+    Closed,
+}
+
+impl Outlet {
+    /// A queue that holds at most `capacity` frames.
+    pub fn new(capacity: usize) -> Outlet {
+        Outlet {
+            closer: Closer::default(),
+            frames: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            ready: Notify::new(),
+        }
+    }
+
+    fn frames(&self) -> MutexGuard<'_, VecDeque<Outbound>> {
+        // A panic while holding this lock cannot leave the queue half-changed (push and
+        // pop are single calls): keep using it.
+        self.frames.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn push(&self, frame: Outbound) -> Pushed {
+        if self.closer.is_closed() {
+            return Pushed::Closed;
+        }
+        {
+            let mut frames = self.frames();
+            if frames.len() >= self.capacity {
+                return Pushed::Full;
+            }
+            frames.push_back(frame);
+        }
+        self.ready.notify_one();
+        Pushed::Queued
+    }
+
+    /// The next frame, without waiting.
+    pub fn try_pop(&self) -> Option<Outbound> {
+        let mut frames = self.frames();
+        let frame = frames.pop_front();
+        if frames.is_empty() && frames.capacity() > SHRINK_ABOVE {
+            // A burst (a resume's replay) is over: give its memory back.
+            *frames = VecDeque::new();
+        }
+        frame
+    }
+
+    /// The next frame, waiting for one. Cancel-safe: a frame is taken only in the poll
+    /// that returns it.
+    pub async fn pop(&self) -> Outbound {
+        loop {
+            let ready = self.ready.notified();
+            if let Some(frame) = self.try_pop() {
+                return frame;
+            }
+            ready.await;
+        }
+    }
+}
+
+/// Queue capacity kept after a burst; above it an emptied queue frees its buffer.
+const SHRINK_ABOVE: usize = 64;
 
 /// A session made by `get_config`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -304,7 +390,7 @@ impl LocalBroker {
                 }
                 Effect::Close { conn, code, reason } => {
                     if let Some(handle) = state.conns.remove(&conn) {
-                        handle.closer.close(code, reason);
+                        handle.closer().close(code, reason);
                     }
                 }
             }
@@ -418,7 +504,7 @@ impl Broker for LocalBroker {
 
     fn close_all(&self, code: u16, reason: &'static str) {
         for handle in self.lock().conns.values() {
-            handle.closer.close(code, reason);
+            handle.closer().close(code, reason);
         }
     }
 
@@ -433,5 +519,87 @@ impl Broker for LocalBroker {
             rooms: hub.rooms,
             queued: hub.queued,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(n: usize) -> Outbound {
+        Outbound::Text(n.to_string())
+    }
+
+    fn number(frame: Option<Outbound>) -> Option<usize> {
+        match frame? {
+            Outbound::Text(t) => t.parse().ok(),
+            Outbound::Result { .. } => None,
+        }
+    }
+
+    #[test]
+    fn an_outlet_is_fifo_and_bounded() {
+        let outlet = Outlet::new(3);
+        for n in 0..3 {
+            assert_eq!(outlet.push(text(n)), Pushed::Queued);
+        }
+        assert_eq!(outlet.push(text(3)), Pushed::Full);
+        assert_eq!(number(outlet.try_pop()), Some(0));
+        assert_eq!(outlet.push(text(4)), Pushed::Queued);
+        let rest: Vec<_> = std::iter::from_fn(|| number(outlet.try_pop())).collect();
+        assert_eq!(rest, [1, 2, 4]);
+    }
+
+    #[test]
+    fn a_closed_outlet_takes_nothing_more() {
+        let outlet = Outlet::new(8);
+        outlet.closer.close(1008, "test");
+        assert_eq!(outlet.push(text(0)), Pushed::Closed);
+        assert!(outlet.try_pop().is_none());
+        // The first close code wins.
+        outlet.closer.close(1000, "later");
+        assert_eq!(outlet.closer.reason(), Some((1008, "test")));
+    }
+
+    #[test]
+    fn an_emptied_outlet_frees_a_burst() {
+        let outlet = Outlet::new(10_000);
+        for n in 0..1_000 {
+            outlet.push(text(n));
+        }
+        while outlet.try_pop().is_some() {}
+        assert_eq!(outlet.frames().capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn pop_waits_for_a_push_from_another_task() {
+        let outlet = Arc::new(Outlet::new(8));
+        let waiter = tokio::spawn({
+            let outlet = outlet.clone();
+            async move { number(Some(outlet.pop().await)) }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        outlet.push(text(7));
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+        assert_eq!(got.ok().and_then(Result::ok).flatten(), Some(7));
+    }
+
+    #[tokio::test]
+    async fn closed_resolves_for_a_close_before_or_while_waiting() {
+        let early = Closer::default();
+        early.close(1012, "restart");
+        tokio::time::timeout(Duration::from_secs(5), early.closed())
+            .await
+            .expect("already closed");
+        let late = Arc::new(Closer::default());
+        let waiter = tokio::spawn({
+            let late = late.clone();
+            async move { late.closed().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        late.close(1001, "going away");
+        let done = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+        assert!(matches!(done, Ok(Ok(()))));
     }
 }

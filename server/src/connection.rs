@@ -11,7 +11,7 @@
 //! stops reading fills its queue and is closed (1008), which the close signal delivers
 //! even mid-write.
 
-use crate::broker::{Broker, Closer, ConnHandle, Outbound};
+use crate::broker::{Broker, ConnHandle, Outbound, Outlet};
 use crate::listener::Socket;
 use crate::server::{ConnectionSlot, Context};
 use futures_util::{SinkExt, StreamExt};
@@ -21,7 +21,6 @@ use matchchat_core::{Code, wire};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{self, Message};
 
 /// Close codes used by the server.
@@ -51,13 +50,12 @@ pub async fn serve<B: Broker>(
     // A resume replays up to the whole room history at once: the queue always has room
     // for that, so only a client that stops reading can fill it.
     let capacity = ctx.config.outbound_queue.max(ctx.config.history + 16);
-    let (tx, mut rx) = mpsc::channel(capacity);
-    let closer = Arc::new(Closer::default());
+    let outlet = Arc::new(Outlet::new(capacity));
+    let closer = &outlet.closer;
     let conn = attach.conn;
     let handle = ConnHandle {
         id: conn,
-        tx,
-        closer: closer.clone(),
+        outlet: outlet.clone(),
     };
     if let Err(e) = ctx.broker.attach(handle.clone(), attach).await {
         tracing::warn!(conn = conn.0, error = %e, "attach failed");
@@ -86,14 +84,14 @@ pub async fn serve<B: Broker>(
             biased;
             _ = &mut closed => break,
             // Queued frames go out before more is read: replies keep up with requests.
-            Some(frame) = rx.recv() => {
+            frame = outlet.pop() => {
                 let write = async {
                     // Batch: everything already queued goes out with one flush.
                     let mut batch = 1u64;
-                    ws.feed(to_message(*frame)).await?;
+                    ws.feed(to_message(frame)).await?;
                     while batch < 64 {
-                        let Ok(next) = rx.try_recv() else { break };
-                        ws.feed(to_message(*next)).await?;
+                        let Some(next) = outlet.try_pop() else { break };
+                        ws.feed(to_message(next)).await?;
                         batch += 1;
                     }
                     ws.flush().await?;
@@ -224,7 +222,7 @@ async fn on_message<B: Broker>(
         *strikes += 1;
         ctx.metrics.error(Code::RateLimited);
         if *strikes >= config.flood_close_after.max(1) {
-            handle.closer.close(close::POLICY, "request flood");
+            handle.closer().close(close::POLICY, "request flood");
             return Flow::Stop;
         }
         let id = match &message {
@@ -260,7 +258,7 @@ async fn on_message<B: Broker>(
             if let Err(e) = ctx.broker.request(conn, incoming).await {
                 tracing::warn!(conn = conn.0, error = %e, "request failed");
                 handle
-                    .closer
+                    .closer()
                     .close(close::RESTART, "shared state unavailable");
                 return Flow::Stop;
             }
