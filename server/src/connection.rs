@@ -57,7 +57,7 @@ pub async fn serve<B: Broker>(
         id: conn,
         outlet: outlet.clone(),
     };
-    if let Err(e) = ctx.broker.attach(handle.clone(), attach).await {
+    if let Err(e) = Box::pin(ctx.broker.attach(handle.clone(), attach)).await {
         tracing::warn!(conn = conn.0, error = %e, "attach failed");
         closer.close(close::RESTART, "shared state unavailable");
     }
@@ -132,7 +132,7 @@ pub async fn serve<B: Broker>(
                     Some(Ok(message)) => message,
                 };
                 last_activity = tokio::time::Instant::now();
-                match on_message(message, &ctx, &handle, &mut bucket, &mut strikes).await {
+                match Box::pin(on_message(message, &ctx, &handle, &mut bucket, &mut strikes)).await {
                     Flow::Continue => {}
                     Flow::Stop => break,
                 }
@@ -159,24 +159,33 @@ pub async fn serve<B: Broker>(
             }
         }
     }
-    ctx.broker.detach(conn).await;
+    Box::pin(ctx.broker.detach(conn)).await;
     drop(handle);
-    let server_initiated = closer.is_closed();
     let (code, reason) = closer.reason().unwrap_or((1000, ""));
-    if code != ABNORMAL {
-        // A peer that stopped reading may never take the close frame: bounded wait. When
-        // the client closed first, tungstenite has queued its reply and this flushes it.
-        let frame = tungstenite::protocol::CloseFrame {
-            code: code.into(),
-            reason: reason.into(),
-        };
-        let _ = tokio::time::timeout(
-            Duration::from_millis(500),
-            ws.send(Message::Close(Some(frame))),
-        )
-        .await;
+    // Boxed, like the attach and each frame's handling below: each is a large future
+    // that runs briefly (once, or once per frame), and inline it would make every
+    // connection's task that much bigger for its whole life.
+    Box::pin(finish_close(ws, closer.is_closed(), code, reason)).await;
+    drop(slot);
+}
+
+/// Sends the close frame and, when the server closed, waits (bounded) for the reply.
+async fn finish_close(mut ws: Socket, server_initiated: bool, code: u16, reason: &'static str) {
+    if code == ABNORMAL {
+        return;
     }
-    if server_initiated && code != ABNORMAL {
+    // A peer that stopped reading may never take the close frame: bounded wait. When
+    // the client closed first, tungstenite has queued its reply and this flushes it.
+    let frame = tungstenite::protocol::CloseFrame {
+        code: code.into(),
+        reason: reason.into(),
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_millis(500),
+        ws.send(Message::Close(Some(frame))),
+    )
+    .await;
+    if server_initiated {
         // Complete the close handshake: wait (bounded) for the client's close reply.
         let _ = tokio::time::timeout(CLOSE_HANDSHAKE_WAIT, async {
             while let Some(Ok(message)) = ws.next().await {
@@ -187,7 +196,6 @@ pub async fn serve<B: Broker>(
         })
         .await;
     }
-    drop(slot);
 }
 
 /// Close code recorded when the socket failed (no close frame is sent).
