@@ -3,8 +3,9 @@
 //! - `run`: installs whatever is missing, builds the browser client (release) and starts
 //!   the server at http://127.0.0.1:8080 (extra arguments go to the server).
 //! - `test`: installs whatever is missing and runs every check and test: formatting,
-//!   clippy, the Rust tests (core, server, load-generator smoke), the browser tests.
+//!   clippy, cargo-deny, the Rust tests (core, server, load-generator smoke), the browser tests.
 //! - `bench`: the standard load scenarios against release builds, into docs/BENCHMARKS.md.
+//! - `reliability`: slow consumer and flood at 1,000 clients, into docs/RELIABILITY.md.
 //!
 //! Plain `std::process::Command` calls, so it needs nothing but cargo to start.
 
