@@ -190,6 +190,10 @@ fn test() -> Result<(), String> {
     // Dependency tree: permissive licenses only, crates.io only, no wildcard versions
     // (deny.toml; the advisory database lives on GitHub, unreachable here).
     web::ensure_cargo_deny()?;
+    // `--offline` makes cargo-deny read the lock file without the network, but then every
+    // package of every platform (Windows- and WASI-only ones too) must be in cargo's
+    // cache already; clippy only fetched the host's. `cargo fetch` gets the rest.
+    cmd("cargo", &["fetch", "--locked"])?;
     cmd(
         "cargo",
         &["deny", "--offline", "check", "bans", "licenses", "sources"],
