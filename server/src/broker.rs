@@ -1,8 +1,9 @@
 //! The shared state behind one small interface, [`Broker`].
 //!
 //! Handlers (HTTP and WebSocket) only talk to a `Broker`: sessions, attaching and
-//! detaching connections, requests. [`LocalBroker`] keeps everything in this process; a
-//! multi-node implementation (Redis) can replace it without touching the handlers.
+//! detaching connections, requests. [`LocalBroker`] keeps everything in this process;
+//! [`crate::redis_broker::RedisBroker`] shares it between nodes through Redis, behind the
+//! same trait, so the handlers do not know which one they talk to.
 //!
 //! Frames reach connections through the [`ConnHandle`] registered at attach time: a
 //! **bounded** queue plus a [`Closer`] (an [`Outlet`]). The broker never waits on a connection: when a
@@ -259,6 +260,11 @@ pub trait Broker: Send + Sync + 'static {
     /// Asks every connection to close (shutdown).
     fn close_all(&self, code: u16, reason: &'static str);
     fn stats(&self) -> BrokerStats;
+    /// Whether the shared state is reachable (`/healthz` answers 503 when it is not, so a
+    /// load balancer sends players to another node).
+    fn healthy(&self) -> bool {
+        true
+    }
 }
 
 /// Everything in this process.
@@ -369,32 +375,7 @@ impl LocalBroker {
         let mut guard = self.lock();
         let state = &mut *guard;
         f(&mut state.hub, &mut state.effects);
-        let metrics = &self.shared.metrics;
-        for effect in state.effects.drain(..) {
-            match effect {
-                Effect::Send {
-                    conn,
-                    kind,
-                    code,
-                    result,
-                } => {
-                    if let Some(handle) = state.conns.get(&conn) {
-                        if !matches!(
-                            code,
-                            Code::Success | Code::Matched | Code::ChatData | Code::PeerLeft
-                        ) {
-                            metrics.error(code);
-                        }
-                        handle.offer(Outbound::Result { kind, result }, metrics);
-                    }
-                }
-                Effect::Close { conn, code, reason } => {
-                    if let Some(handle) = state.conns.remove(&conn) {
-                        handle.closer().close(code, reason);
-                    }
-                }
-            }
-        }
+        carry_out(&mut state.effects, &mut state.conns, &self.shared.metrics);
     }
 
     fn tick(&self) {
@@ -439,7 +420,42 @@ impl LocalBroker {
     }
 }
 
-fn epoch_ms() -> u64 {
+/// Carries out a state-machine step's effects on the connections of this process, in
+/// order (effects for connections elsewhere are skipped: their own process does them).
+/// Called under the lock that ran the step, so frames are queued in room order.
+pub(crate) fn carry_out(
+    effects: &mut Vec<Effect>,
+    conns: &mut HashMap<ConnId, ConnHandle>,
+    metrics: &Metrics,
+) {
+    for effect in effects.drain(..) {
+        match effect {
+            Effect::Send {
+                conn,
+                kind,
+                code,
+                result,
+            } => {
+                if let Some(handle) = conns.get(&conn) {
+                    if !matches!(
+                        code,
+                        Code::Success | Code::Matched | Code::ChatData | Code::PeerLeft
+                    ) {
+                        metrics.error(code);
+                    }
+                    handle.offer(Outbound::Result { kind, result }, metrics);
+                }
+            }
+            Effect::Close { conn, code, reason } => {
+                if let Some(handle) = conns.remove(&conn) {
+                    handle.closer().close(code, reason);
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn epoch_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

@@ -102,6 +102,24 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "MATCHCHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+
+    /// Share queues, rooms and sessions with other nodes through this Redis
+    /// (`redis://127.0.0.1:6379`); without it everything stays in this process.
+    #[arg(long, env = "MATCHCHAT_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key, so that several deployments can share one Redis.
+    #[arg(long, env = "MATCHCHAT_REDIS_PREFIX", default_value = "matchchat")]
+    pub redis_prefix: String,
+
+    /// How often a node tells the others it is alive, in ms (with `--redis-url`).
+    #[arg(long, env = "MATCHCHAT_NODE_HEARTBEAT_MS", default_value_t = 1_000)]
+    pub node_heartbeat_ms: u64,
+
+    /// A node silent this long is dead: its players' connections are detached and they
+    /// resume on another node, in ms (with `--redis-url`).
+    #[arg(long, env = "MATCHCHAT_NODE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub node_timeout_ms: u64,
 }
 
 impl Default for Config {

@@ -5,6 +5,7 @@
 //! - [`listener`]: the accept loop and the WebSocket handshake.
 //! - [`connection`]: one WebSocket, one task (reads, writes its queue, rate limit, idle drop).
 //! - [`broker`]: the shared-state interface and its in-memory implementation.
+//! - [`redis_broker`]: the same interface over Redis, for several nodes.
 //! - [`ids`], [`rate_limit`], [`metrics`]: small pieces the others use.
 #![forbid(unsafe_code)]
 
@@ -15,6 +16,7 @@ pub mod ids;
 pub mod listener;
 pub mod metrics;
 pub mod rate_limit;
+pub mod redis_broker;
 pub mod server;
 
 pub use config::{Config, LogFormat};

@@ -4,6 +4,7 @@
 use crate::broker::{Broker, LocalBroker};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::redis_broker::{RedisBroker, RedisOptions, RedisStartError};
 use matchchat_core::hub::{Attach, HubConfig, PoolKey};
 use matchchat_core::wire::{ConfigData, ConfigResponse};
 use matchchat_core::{Code, limits};
@@ -11,6 +12,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
@@ -83,6 +85,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Redis(#[from] RedisStartError),
 }
 
 /// A running server.
@@ -121,7 +125,8 @@ impl Running {
     }
 }
 
-/// Binds and starts the in-memory server. Must run inside a tokio runtime.
+/// Binds and starts the server: in-memory, or a node of a cluster with `--redis-url`.
+/// Must run inside a tokio runtime.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
@@ -133,7 +138,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         addr: config.bind,
         source,
     })?;
-    let stop = CancellationToken::new();
     let timers_stop = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
     let hub_config = HubConfig {
@@ -142,13 +146,56 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         history_limit: config.history,
         sn_memory: config.sn_memory,
     };
-    let broker = LocalBroker::start(
-        hub_config,
-        config.session_ttl(),
-        config.max_sessions,
-        metrics.clone(),
-        timers_stop.clone(),
-    );
+    match config.redis_url.clone() {
+        None => {
+            let broker = LocalBroker::start(
+                hub_config,
+                config.session_ttl(),
+                config.max_sessions,
+                metrics.clone(),
+                timers_stop.clone(),
+            );
+            Ok(launch(
+                config,
+                listener,
+                local_addr,
+                broker,
+                metrics,
+                timers_stop,
+            ))
+        }
+        Some(url) => {
+            let options = RedisOptions {
+                url,
+                prefix: config.redis_prefix.clone(),
+                heartbeat: Duration::from_millis(config.node_heartbeat_ms.max(10)),
+                node_timeout: Duration::from_millis(config.node_timeout_ms.max(20)),
+                session_ttl: config.session_ttl(),
+            };
+            let broker =
+                RedisBroker::start(options, hub_config, metrics.clone(), timers_stop.clone())
+                    .await?;
+            Ok(launch(
+                config,
+                listener,
+                local_addr,
+                broker,
+                metrics,
+                timers_stop,
+            ))
+        }
+    }
+}
+
+fn launch<B: Broker>(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    local_addr: SocketAddr,
+    broker: B,
+    metrics: Arc<Metrics>,
+    timers_stop: CancellationToken,
+) -> Running {
+    let stop = CancellationToken::new();
     let ctx = Arc::new(Context {
         config,
         broker,
@@ -175,12 +222,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         timers_stop.cancel();
     });
     tracing::info!(%local_addr, "listening on http://{local_addr}");
-    Ok(Running {
+    Running {
         local_addr,
         stop,
         done,
         metrics,
-    })
+    }
 }
 
 async fn drain<B: Broker>(ctx: &Arc<Context<B>>) {
@@ -223,6 +270,11 @@ fn routes<B: Broker>(
         .map(|ctx: Arc<Context<B>>| {
             if ctx.is_draining() {
                 warp::reply::with_status("draining", StatusCode::SERVICE_UNAVAILABLE)
+            } else if !ctx.broker.healthy() {
+                warp::reply::with_status(
+                    "shared state unavailable",
+                    StatusCode::SERVICE_UNAVAILABLE,
+                )
             } else {
                 warp::reply::with_status("ok", StatusCode::OK)
             }

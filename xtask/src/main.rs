@@ -201,6 +201,8 @@ fn test() -> Result<(), String> {
     // Property tests explore fresh random cases on a plain `cargo test`; the test command
     // fixes the seed (unless PROPTEST_RNG_SEED is set) so CI is repeatable, and failures
     // found while exploring are kept in core/tests/*.proptest-regressions.
+    // The multi-node tests (server/tests/it/cluster.rs) start their own redis-server.
+    web::ensure_redis()?;
     let seed = std::env::var("PROPTEST_RNG_SEED").unwrap_or_else(|_| "20261203".into());
     step(
         "cargo",

@@ -237,23 +237,33 @@ pub fn ensure_cargo_deny() -> Result<(), String> {
 }
 
 fn ensure_browser() -> Result<(), String> {
-    let mut packages = Vec::new();
-    if !Path::new(CHROMIUM).exists() {
-        packages.push("chromium");
-    }
-    if !Path::new(CHROMEDRIVER).exists() {
-        packages.push("chromium-driver");
-    }
-    if !Path::new(CJK_FONT_DIR).exists() {
-        packages.push("fonts-wqy-microhei");
-    }
+    ensure_debian_packages(&[
+        (CHROMIUM, "chromium"),
+        (CHROMEDRIVER, "chromium-driver"),
+        (CJK_FONT_DIR, "fonts-wqy-microhei"),
+    ])
+}
+
+/// Debian's `redis-server`, which the multi-node tests start on loopback themselves
+/// (one per test, with its own port and data directory; nothing runs as a service).
+pub fn ensure_redis() -> Result<(), String> {
+    ensure_debian_packages(&[("/usr/bin/redis-server", "redis-server")])
+}
+
+/// Installs, with apt-get, the package of each path that is missing.
+fn ensure_debian_packages(wanted: &[(&str, &str)]) -> Result<(), String> {
+    let packages: Vec<&str> = wanted
+        .iter()
+        .filter(|(path, _)| !Path::new(path).exists())
+        .map(|(_, package)| *package)
+        .collect();
     if packages.is_empty() {
         return Ok(());
     }
     println!("installing {} (apt-get, ~1-2 min)", packages.join(", "));
     let env = [("DEBIAN_FRONTEND", "noninteractive".to_owned())];
     run_in(&root(), "apt-get", &["update"], &env)
-        .map_err(|e| format!("{e} (Chromium must be installed by root via apt-get)"))?;
+        .map_err(|e| format!("{e} (Debian packages must be installed by root via apt-get)"))?;
     let mut args = vec!["install", "-y", "--no-install-recommends"];
     args.extend(&packages);
     run_in(&root(), "apt-get", &args, &env)

@@ -3,8 +3,10 @@
 //! One test binary with modules, so the suite links once.
 
 mod common;
+mod resilient;
 
 mod chat;
+mod cluster;
 mod errors;
 mod faults;
 mod http;

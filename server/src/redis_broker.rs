@@ -1,0 +1,1000 @@
+//! The shared state in Redis, so that several nodes behind one load balancer form one
+//! service (`--redis-url`).
+//!
+//! **Design: the state machine replicated over one Redis Stream.** Every node keeps a
+//! full copy of `core`'s [`Hub`]. What happens on a node — a connection attached, a
+//! validated request, a disconnect, a grace period due, a node found dead — is not applied
+//! locally but appended (`XADD`) to the stream `{prefix}:log`; every node reads the
+//! stream in order (`XREAD BLOCK`) and applies each entry to its copy. The Hub is
+//! deterministic (time and room ids come from the entries), so all copies go through the
+//! same states, and each node carries out only the effects addressed to its own
+//! connections. So:
+//! - matching is atomic across nodes: Redis puts all requests in one order, and every
+//!   copy forms the same rooms from it, so nobody is matched twice;
+//! - the room rules stay in `core` only (no second version in Lua);
+//! - a node that dies loses nothing: the rooms, the history and the `chat_sn`s are in
+//!   every other copy, so its players resume on any node within the grace period;
+//! - the order of a room is the order of the stream.
+//!
+//! Connection ids are `node << 40 | n`, the node number coming from `INCR
+//! {prefix}:nodes`, so they are unique across nodes. Each node refreshes
+//! `{prefix}:node:{n}` (`SET PX`); a node that sees the key of another node with
+//! connections gone appends `node_down`, and every copy then detaches that node's
+//! connections (grace periods start, as for a dropped socket). A node that reads its own
+//! `node_down` (it was cut off too long) closes its sockets (1012) and registers anew.
+//!
+//! Sessions are Redis keys with an expiry (`{prefix}:session:{id}`), so any node can
+//! resume any session.
+//!
+//! Limits of this design, chosen for correctness first: every node holds the whole
+//! state (it scales the sockets, the JSON and the rate limits across nodes, not the
+//! memory of the rooms), and the log is read from its start by a node that joins, so it
+//! is not trimmed (`redis-cli DEL {prefix}:log` between deployments; snapshots with
+//! trimming are the next step, see `docs/protocol.md` §13).
+//!
+//! Redis must persist what it acknowledged (`appendonly yes`, `appendfsync always`) for a
+//! Redis restart to lose nothing. When Redis comes back without its data, the nodes see
+//! that the stream went backwards, close their sockets (1012) and start over from what
+//! Redis has.
+
+use crate::broker::{Broker, BrokerError, BrokerStats, ConnHandle, Session, carry_out, epoch_ms};
+use crate::metrics::Metrics;
+use matchchat_core::hub::{Attach, ConnId, Effect, Hub, HubConfig, IdSource, PoolKey, RoomId};
+use matchchat_core::method;
+use matchchat_core::request::{Incoming, Request};
+use matchchat_core::wire::RequestId;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::StreamReadReply;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Bits of a connection id below the node number.
+const NODE_SHIFT: u32 = 40;
+/// Entries read per `XREAD`.
+const READ_BATCH: usize = 1024;
+/// How long one `XREAD` blocks waiting for entries.
+const READ_BLOCK: Duration = Duration::from_millis(1000);
+/// Grace periods are checked this often.
+const TICK_EVERY: Duration = Duration::from_millis(50);
+
+/// How a node reaches Redis, and how it finds dead nodes.
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    pub url: String,
+    /// Prefix of every key, so that several deployments can share one Redis.
+    pub prefix: String,
+    /// How often a node refreshes its liveness key.
+    pub heartbeat: Duration,
+    /// A node whose liveness key is this old is dead.
+    pub node_timeout: Duration,
+    pub session_ttl: Duration,
+}
+
+/// Why the Redis broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisStartError {
+    #[error("bad --redis-url: {0}")]
+    Url(redis::RedisError),
+    #[error("cannot reach Redis at {url}: {source}")]
+    Connect {
+        url: String,
+        source: redis::RedisError,
+    },
+}
+
+/// One entry of the log. Short field names: every chat message is one entry.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "k", rename_all = "snake_case")]
+enum Entry {
+    Attach {
+        c: u64,
+        p: String,
+        pid: i64,
+        z: String,
+        res: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
+        t: u64,
+    },
+    Request {
+        c: u64,
+        /// The request id as raw JSON text (echoed byte for byte).
+        id: String,
+        m: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        msg: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sn: Option<String>,
+        /// A fresh room id (CSPRNG, from the origin node) for a match this request may
+        /// complete: every copy must name the room the same.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        t: u64,
+    },
+    Detach {
+        c: u64,
+        t: u64,
+    },
+    Tick {
+        t: u64,
+    },
+    NodeDown {
+        n: u64,
+        t: u64,
+    },
+}
+
+impl Entry {
+    fn time(&self) -> u64 {
+        match self {
+            Entry::Attach { t, .. }
+            | Entry::Request { t, .. }
+            | Entry::Detach { t, .. }
+            | Entry::Tick { t }
+            | Entry::NodeDown { t, .. } => *t,
+        }
+    }
+
+    fn request(conn: ConnId, incoming: &Incoming, now: u64) -> Entry {
+        let (msg, sn) = match &incoming.request {
+            Request::SendChat { chat_msg, chat_sn } => {
+                (Some(chat_msg.clone()), Some(chat_sn.clone()))
+            }
+            _ => (None, None),
+        };
+        let room = matches!(incoming.request, Request::MatchPlayer).then(crate::ids::room_id);
+        Entry::Request {
+            c: conn.0,
+            id: incoming.id.as_json().to_owned(),
+            m: incoming.request.method().to_owned(),
+            msg,
+            sn,
+            room,
+            t: now,
+        }
+    }
+}
+
+/// The request of a `Request` entry, or `None` for one this version does not know.
+fn decode_request(
+    id: &str,
+    method_name: &str,
+    msg: Option<String>,
+    sn: Option<String>,
+) -> Option<Incoming> {
+    let raw = serde_json::value::RawValue::from_string(id.to_owned()).ok()?;
+    let id = RequestId::from_raw(&raw)?;
+    let request = match method_name {
+        method::MATCH_PLAYER => Request::MatchPlayer,
+        method::CANCEL_MATCH => Request::CancelMatch,
+        method::LEAVE_CHAT => Request::LeaveChat,
+        method::SEND_CHAT_MSG => Request::SendChat {
+            chat_msg: msg?,
+            chat_sn: sn?,
+        },
+        _ => return None,
+    };
+    Some(Incoming { id, request })
+}
+
+/// Room ids for the copy of the Hub: the one carried by the entry being applied.
+struct EntryRoomIds {
+    next: Arc<Mutex<Option<String>>>,
+}
+
+impl IdSource for EntryRoomIds {
+    fn room_id(&mut self) -> RoomId {
+        let carried = self.next.lock().ok().and_then(|mut slot| slot.take());
+        // Only a match request forms a room, and it carries an id; a second room in one
+        // step cannot happen, but would get a local id rather than a panic.
+        carried.unwrap_or_else(crate::ids::room_id).into()
+    }
+}
+
+/// The copy of the shared state, and this node's connections.
+struct Replica {
+    hub: Hub,
+    room_ids: Arc<Mutex<Option<String>>>,
+    /// This node's connections, by id.
+    conns: HashMap<ConnId, ConnHandle>,
+    /// Every attached connection of every node, as the log says: what a `node_down`
+    /// detaches.
+    attached: BTreeSet<ConnId>,
+    effects: Vec<Effect>,
+    /// The log's clock: the latest entry time seen, so the Hub's time never goes back.
+    clock: u64,
+    /// The id of the last entry applied.
+    last_id: String,
+}
+
+impl Replica {
+    fn new(config: HubConfig) -> Replica {
+        let room_ids = Arc::new(Mutex::new(None));
+        Replica {
+            hub: Hub::new(
+                config,
+                Box::new(EntryRoomIds {
+                    next: room_ids.clone(),
+                }),
+            ),
+            room_ids,
+            conns: HashMap::new(),
+            attached: BTreeSet::new(),
+            effects: Vec::new(),
+            clock: 0,
+            last_id: "0-0".to_owned(),
+        }
+    }
+
+    /// Applies one entry; returns whether it was this node's own `node_down`.
+    fn apply(&mut self, entry: Entry, me: u64, metrics: &Metrics) -> bool {
+        self.clock = self.clock.max(entry.time());
+        let now = self.clock;
+        let mut fenced = false;
+        let out = &mut self.effects;
+        match entry {
+            Entry::Attach {
+                c,
+                p,
+                pid,
+                z,
+                res,
+                after,
+                ..
+            } => {
+                self.attached.insert(ConnId(c));
+                self.hub.attach(
+                    Attach {
+                        conn: ConnId(c),
+                        player: p.into(),
+                        pool: PoolKey {
+                            product_id: pid,
+                            zone: z.into(),
+                        },
+                        resumable: res,
+                        resume_after: after,
+                    },
+                    out,
+                );
+            }
+            Entry::Request {
+                c,
+                id,
+                m,
+                msg,
+                sn,
+                room,
+                ..
+            } => match decode_request(&id, &m, msg, sn) {
+                Some(incoming) => {
+                    if let Ok(mut slot) = self.room_ids.lock() {
+                        *slot = room;
+                    }
+                    self.hub
+                        .handle(ConnId(c), incoming.id, incoming.request, now, out);
+                    if let Ok(mut slot) = self.room_ids.lock() {
+                        *slot = None;
+                    }
+                }
+                None => tracing::warn!(method = %m, "log entry with an unknown request skipped"),
+            },
+            Entry::Detach { c, .. } => {
+                self.attached.remove(&ConnId(c));
+                self.hub.detach(ConnId(c), now, out);
+            }
+            Entry::Tick { .. } => self.hub.tick(now, out),
+            Entry::NodeDown { n, .. } => {
+                let range = ConnId(n << NODE_SHIFT)..ConnId((n + 1) << NODE_SHIFT);
+                let gone: Vec<ConnId> = self.attached.range(range).copied().collect();
+                for conn in gone {
+                    self.attached.remove(&conn);
+                    self.hub.detach(conn, now, out);
+                }
+                fenced = n == me;
+            }
+        }
+        // A takeover closes the old connection: it is no longer attached, on any node.
+        for effect in out.iter() {
+            if let Effect::Close { conn, .. } = effect {
+                self.attached.remove(conn);
+            }
+        }
+        carry_out(&mut self.effects, &mut self.conns, metrics);
+        fenced
+    }
+
+    /// Forgets everything (Redis lost its data): every socket is closed, the log is read
+    /// again from its start.
+    fn reset(&mut self, config: HubConfig) {
+        let conns = std::mem::take(&mut self.conns);
+        for handle in conns.values() {
+            handle
+                .closer()
+                .close(crate::connection::close::RESTART, "shared state was reset");
+        }
+        *self = Replica::new(config);
+    }
+}
+
+/// The Redis-backed broker. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+}
+
+/// One mutex over the copy of the Hub and this node's connections, for the same reason
+/// as in [`crate::broker::LocalBroker`]: frames are queued under the lock that orders
+/// them. Only the log reader applies entries; handlers append and do not wait for it.
+struct Shared {
+    options: RedisOptions,
+    hub_config: HubConfig,
+    /// Commands (XADD, sessions, liveness); multiplexed, reconnects by itself.
+    redis: ConnectionManager,
+    replica: Mutex<Replica>,
+    metrics: Arc<Metrics>,
+    /// This node's number (changes only when it was declared dead and registers again).
+    node: AtomicU64,
+    next_conn: AtomicU64,
+    /// Redis answered the last command and the last read.
+    healthy: AtomicBool,
+    /// Detaches that could not be appended (Redis down), retried by the heartbeat.
+    pending_detach: Mutex<Vec<(ConnId, u64)>>,
+    last_tick_sent: Mutex<Option<Instant>>,
+}
+
+fn key(prefix: &str, name: &str) -> String {
+    format!("{prefix}:{name}")
+}
+
+async fn connect(
+    url: &str,
+    response_timeout: Duration,
+) -> Result<ConnectionManager, RedisStartError> {
+    let client = redis::Client::open(url).map_err(RedisStartError::Url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(response_timeout))
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(|source| RedisStartError::Connect {
+            url: url.to_owned(),
+            source,
+        })
+}
+
+fn unavailable(e: redis::RedisError) -> BrokerError {
+    BrokerError::Unavailable(e.to_string())
+}
+
+/// What a session key holds.
+#[derive(Serialize, Deserialize)]
+struct StoredSession {
+    p: String,
+    pid: i64,
+    z: String,
+}
+
+impl RedisBroker {
+    /// Connects, registers this node and starts the log reader, the heartbeat and the
+    /// grace-period ticker, all running until `stop` is cancelled.
+    pub async fn start(
+        options: RedisOptions,
+        hub_config: HubConfig,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) -> Result<RedisBroker, RedisStartError> {
+        let mut redis = connect(&options.url, Duration::from_secs(2)).await?;
+        // The reader blocks in XREAD, so it has a connection of its own.
+        let reader = connect(&options.url, READ_BLOCK + Duration::from_secs(2)).await?;
+        let node: u64 = redis::cmd("INCR")
+            .arg(key(&options.prefix, "nodes"))
+            .query_async(&mut redis)
+            .await
+            .map_err(|source| RedisStartError::Connect {
+                url: options.url.clone(),
+                source,
+            })?;
+        let broker = RedisBroker {
+            shared: Arc::new(Shared {
+                replica: Mutex::new(Replica::new(hub_config.clone())),
+                hub_config,
+                options,
+                redis,
+                metrics,
+                node: AtomicU64::new(node),
+                next_conn: AtomicU64::new(1),
+                healthy: AtomicBool::new(true),
+                pending_detach: Mutex::new(Vec::new()),
+                last_tick_sent: Mutex::new(None),
+            }),
+        };
+        broker.heartbeat().await;
+        tracing::info!(node, "joined the cluster through Redis");
+        tokio::spawn(broker.clone().read_log(reader, stop.clone()));
+        tokio::spawn(broker.clone().keep_alive(stop.clone()));
+        tokio::spawn(broker.clone().tick_grace(stop));
+        Ok(broker)
+    }
+
+    /// This node's number.
+    pub fn node(&self) -> u64 {
+        self.shared.node.load(Ordering::Relaxed)
+    }
+
+    fn replica(&self) -> MutexGuard<'_, Replica> {
+        // Entries are applied whole or not at all by a Hub that does not panic; serving on
+        // after a poisoned lock is better than taking every room down.
+        self.shared
+            .replica
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn key(&self, name: &str) -> String {
+        key(&self.shared.options.prefix, name)
+    }
+
+    fn set_healthy(&self, ok: bool) {
+        let was = self.shared.healthy.swap(ok, Ordering::Relaxed);
+        if was != ok {
+            if ok {
+                tracing::info!("Redis is reachable again");
+            } else {
+                tracing::error!("Redis is unreachable: requests fail until it is back");
+            }
+        }
+    }
+
+    async fn append(&self, entry: &Entry) -> Result<(), BrokerError> {
+        let text = serde_json::to_string(entry)
+            .map_err(|e| BrokerError::Unavailable(format!("cannot encode a log entry: {e}")))?;
+        let mut redis = self.shared.redis.clone();
+        let added: Result<String, _> = redis::cmd("XADD")
+            .arg(self.key("log"))
+            .arg("*")
+            .arg("e")
+            .arg(text)
+            .query_async(&mut redis)
+            .await;
+        self.set_healthy(added.is_ok());
+        added.map(drop).map_err(unavailable)
+    }
+
+    /// Reads the log forever, applying each entry to the copy of the Hub.
+    async fn read_log(self, mut reader: ConnectionManager, stop: CancellationToken) {
+        let log = self.key("log");
+        let mut failed = false;
+        loop {
+            if failed {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                if let Err(e) = self.check_not_lost(&mut reader).await {
+                    tracing::debug!(error = %e, "Redis still unreachable");
+                    continue;
+                }
+            }
+            let last_id = self.replica().last_id.clone();
+            let mut xread = redis::cmd("XREAD");
+            xread
+                .arg("COUNT")
+                .arg(READ_BATCH)
+                .arg("BLOCK")
+                .arg(u64::try_from(READ_BLOCK.as_millis()).unwrap_or(1000))
+                .arg("STREAMS")
+                .arg(&log)
+                .arg(&last_id);
+            let read = xread.query_async::<Option<StreamReadReply>>(&mut reader);
+            let reply = tokio::select! {
+                _ = stop.cancelled() => return,
+                reply = read => reply,
+            };
+            match reply {
+                Ok(reply) => {
+                    failed = false;
+                    self.set_healthy(true);
+                    if let Some(reply) = reply {
+                        self.apply_batch(reply);
+                    }
+                }
+                Err(e) => {
+                    if !failed {
+                        tracing::warn!(error = %e, "reading the log failed");
+                    }
+                    self.set_healthy(false);
+                    failed = true;
+                }
+            }
+        }
+    }
+
+    fn apply_batch(&self, reply: StreamReadReply) {
+        let me = self.node();
+        let mut fenced = false;
+        {
+            let mut replica = self.replica();
+            for stream in reply.keys {
+                for item in stream.ids {
+                    match item
+                        .get::<String>("e")
+                        .map(|t| serde_json::from_str::<Entry>(&t))
+                    {
+                        Some(Ok(entry)) => {
+                            fenced |= replica.apply(entry, me, &self.shared.metrics);
+                        }
+                        _ => tracing::warn!(id = %item.id, "unreadable log entry skipped"),
+                    }
+                    replica.last_id = item.id;
+                }
+            }
+        }
+        if fenced {
+            self.fenced();
+        }
+    }
+
+    /// Another node declared this one dead (it could not reach Redis for too long): its
+    /// connections were detached everywhere, so they are closed, and the node registers
+    /// under a new number.
+    fn fenced(&self) {
+        tracing::error!(
+            node = self.node(),
+            "this node was declared dead by the cluster: closing its connections"
+        );
+        let conns: Vec<ConnHandle> = self.replica().conns.drain().map(|(_, h)| h).collect();
+        for handle in conns {
+            handle.closer().close(
+                crate::connection::close::RESTART,
+                "node rejoining the cluster",
+            );
+        }
+        let broker = self.clone();
+        tokio::spawn(async move {
+            let mut redis = broker.shared.redis.clone();
+            match redis::cmd("INCR")
+                .arg(broker.key("nodes"))
+                .query_async::<u64>(&mut redis)
+                .await
+            {
+                Ok(node) => {
+                    broker.shared.node.store(node, Ordering::Relaxed);
+                    tracing::info!(node, "registered again");
+                    broker.heartbeat().await;
+                }
+                Err(e) => tracing::error!(error = %e, "could not register again"),
+            }
+        });
+    }
+
+    /// After Redis was unreachable: did it come back with less than this copy has seen
+    /// (restarted without its data)? Then start over from what it has.
+    async fn check_not_lost(&self, reader: &mut ConnectionManager) -> Result<(), BrokerError> {
+        let info: redis::Value = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(self.key("log"))
+            .query_async(reader)
+            .await
+            .or_else(|e| {
+                // A missing stream is an answer too: Redis is empty.
+                if e.to_string().contains("no such key") {
+                    Ok(redis::Value::Nil)
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(unavailable)?;
+        let newest = last_generated_id(&info).unwrap_or((0, 0));
+        let mut replica = self.replica();
+        if stream_id(&replica.last_id).is_some_and(|seen| seen > newest) {
+            tracing::error!(
+                seen = %replica.last_id,
+                "Redis came back without the log this node has read: closing every connection and starting over"
+            );
+            replica.reset(self.shared.hub_config.clone());
+        }
+        Ok(())
+    }
+
+    /// Refreshes this node's liveness key, retries lost detaches, and declares dead the
+    /// nodes whose key expired.
+    async fn keep_alive(self, stop: CancellationToken) {
+        let mut every = tokio::time::interval(self.shared.options.heartbeat);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Nodes are judged only after this node itself reached Redis for a whole timeout:
+        // after an outage everyone's key has expired, and nobody is dead for that.
+        let mut reachable_since: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = every.tick() => {}
+            }
+            if !self.heartbeat().await {
+                reachable_since = None;
+                continue;
+            }
+            let since = *reachable_since.get_or_insert_with(Instant::now);
+            self.retry_detaches().await;
+            if since.elapsed() >= self.shared.options.node_timeout {
+                self.find_dead_nodes().await;
+            }
+        }
+        // Leaving on purpose: the others need not wait for the key to expire.
+        let mut redis = self.shared.redis.clone();
+        let _: Result<(), _> = redis::cmd("DEL")
+            .arg(self.key(&format!("node:{}", self.node())))
+            .query_async(&mut redis)
+            .await;
+    }
+
+    async fn heartbeat(&self) -> bool {
+        let mut redis = self.shared.redis.clone();
+        let ttl = u64::try_from(self.shared.options.node_timeout.as_millis()).unwrap_or(5_000);
+        let set: Result<(), _> = redis::cmd("SET")
+            .arg(self.key(&format!("node:{}", self.node())))
+            .arg(epoch_ms())
+            .arg("PX")
+            .arg(ttl.max(1))
+            .query_async(&mut redis)
+            .await;
+        self.set_healthy(set.is_ok());
+        set.is_ok()
+    }
+
+    async fn retry_detaches(&self) {
+        let pending = std::mem::take(
+            &mut *self
+                .shared
+                .pending_detach
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for (i, (conn, t)) in pending.iter().enumerate() {
+            if self
+                .append(&Entry::Detach { c: conn.0, t: *t })
+                .await
+                .is_err()
+            {
+                self.shared
+                    .pending_detach
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(&pending[i..]);
+                return;
+            }
+        }
+    }
+
+    async fn find_dead_nodes(&self) {
+        let me = self.node();
+        let nodes: BTreeSet<u64> = self
+            .replica()
+            .attached
+            .iter()
+            .map(|c| c.0 >> NODE_SHIFT)
+            .filter(|n| *n != me)
+            .collect();
+        let mut redis = self.shared.redis.clone();
+        for n in nodes {
+            let alive: Result<bool, _> = redis::cmd("EXISTS")
+                .arg(self.key(&format!("node:{n}")))
+                .query_async(&mut redis)
+                .await;
+            if let Ok(false) = alive {
+                tracing::warn!(
+                    node = n,
+                    "node stopped answering: detaching its connections"
+                );
+                let _ = self.append(&Entry::NodeDown { n, t: epoch_ms() }).await;
+            }
+        }
+    }
+
+    /// Appends a tick when a grace period of the copy is due (at most one per 100 ms per
+    /// node: every node may tick, and a tick with nothing due does nothing).
+    async fn tick_grace(self, stop: CancellationToken) {
+        let mut every = tokio::time::interval(TICK_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = every.tick() => {}
+            }
+            let now = epoch_ms();
+            let due = self.replica().hub.next_deadline().is_some_and(|d| d <= now);
+            if !due {
+                continue;
+            }
+            {
+                let mut last = self
+                    .shared
+                    .last_tick_sent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                if last.is_some_and(|l| l.elapsed() < Duration::from_millis(100)) {
+                    continue;
+                }
+                *last = Some(Instant::now());
+            }
+            let _ = self.append(&Entry::Tick { t: now }).await;
+        }
+    }
+}
+
+/// `XINFO STREAM`'s `last-generated-id`, as (ms, seq).
+fn last_generated_id(info: &redis::Value) -> Option<(u64, u64)> {
+    let redis::Value::Array(items) = info else {
+        return match info {
+            redis::Value::Map(pairs) => pairs.iter().find_map(|(k, v)| {
+                (value_text(k)? == "last-generated-id").then(|| stream_id(&value_text(v)?))?
+            }),
+            _ => None,
+        };
+    };
+    items.chunks(2).find_map(|pair| match pair {
+        [k, v] if value_text(k).as_deref() == Some("last-generated-id") => {
+            stream_id(&value_text(v)?)
+        }
+        _ => None,
+    })
+}
+
+fn value_text(v: &redis::Value) -> Option<String> {
+    match v {
+        redis::Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// A stream id `ms-seq` as a pair that orders like the ids.
+fn stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+impl Broker for RedisBroker {
+    fn next_conn_id(&self) -> ConnId {
+        let n = self.shared.next_conn.fetch_add(1, Ordering::Relaxed) & ((1 << NODE_SHIFT) - 1);
+        ConnId((self.node() << NODE_SHIFT) | n)
+    }
+
+    async fn create_session(&self, pool: PoolKey) -> Result<Session, BrokerError> {
+        let session = Session {
+            id: crate::ids::session_id().into(),
+            player: crate::ids::player_id().into(),
+            pool,
+        };
+        let stored = serde_json::to_string(&StoredSession {
+            p: session.player.to_string(),
+            pid: session.pool.product_id,
+            z: session.pool.zone.to_string(),
+        })
+        .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let ttl = u64::try_from(self.shared.options.session_ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut redis = self.shared.redis.clone();
+        let set: Result<(), _> = redis::cmd("SET")
+            .arg(self.key(&format!("session:{}", session.id)))
+            .arg(stored)
+            .arg("PX")
+            .arg(ttl.max(1))
+            .query_async(&mut redis)
+            .await;
+        self.set_healthy(set.is_ok());
+        set.map_err(unavailable)?;
+        Ok(session)
+    }
+
+    async fn find_session(&self, id: &str) -> Result<Option<Session>, BrokerError> {
+        // Session ids are 40 alphanumerics; anything else cannot name a key of ours.
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Ok(None);
+        }
+        let ttl = u64::try_from(self.shared.options.session_ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut redis = self.shared.redis.clone();
+        let got: Result<Option<String>, _> = redis::cmd("GETEX")
+            .arg(self.key(&format!("session:{id}")))
+            .arg("PX")
+            .arg(ttl.max(1))
+            .query_async(&mut redis)
+            .await;
+        self.set_healthy(got.is_ok());
+        let Some(text) = got.map_err(unavailable)? else {
+            return Ok(None);
+        };
+        let Ok(stored) = serde_json::from_str::<StoredSession>(&text) else {
+            tracing::warn!("unreadable session record ignored");
+            return Ok(None);
+        };
+        Ok(Some(Session {
+            id: id.into(),
+            player: stored.p.into(),
+            pool: PoolKey {
+                product_id: stored.pid,
+                zone: stored.z.into(),
+            },
+        }))
+    }
+
+    async fn attach(&self, conn: ConnHandle, attach: Attach) -> Result<(), BrokerError> {
+        let id = conn.id;
+        // Registered first, so the 20001 and replay of a resume have somewhere to go.
+        self.replica().conns.insert(id, conn);
+        let entry = Entry::Attach {
+            c: attach.conn.0,
+            p: attach.player.to_string(),
+            pid: attach.pool.product_id,
+            z: attach.pool.zone.to_string(),
+            res: attach.resumable,
+            after: attach.resume_after,
+            t: epoch_ms(),
+        };
+        let appended = self.append(&entry).await;
+        if appended.is_err() {
+            self.replica().conns.remove(&id);
+        }
+        appended
+    }
+
+    async fn request(&self, conn: ConnId, incoming: Incoming) -> Result<(), BrokerError> {
+        self.append(&Entry::request(conn, &incoming, epoch_ms()))
+            .await
+    }
+
+    async fn detach(&self, conn: ConnId) {
+        self.replica().conns.remove(&conn);
+        let t = epoch_ms();
+        if self.append(&Entry::Detach { c: conn.0, t }).await.is_err() {
+            // Without it the others would think the player still online: retried by the
+            // heartbeat until Redis is back.
+            self.shared
+                .pending_detach
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((conn, t));
+        }
+    }
+
+    fn close_all(&self, code: u16, reason: &'static str) {
+        for handle in self.replica().conns.values() {
+            handle.closer().close(code, reason);
+        }
+    }
+
+    fn stats(&self) -> BrokerStats {
+        let replica = self.replica();
+        let hub = replica.hub.stats();
+        BrokerStats {
+            // Sessions are Redis keys with an expiry; the players of the copy are the
+            // ones the cluster knows.
+            sessions: hub.players,
+            players: hub.players,
+            connections: replica.conns.len(),
+            rooms: hub.rooms,
+            queued: hub.queued,
+        }
+    }
+
+    fn healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incoming(frame: &str) -> Incoming {
+        matchchat_core::request::parse_frame(frame).expect("valid frame")
+    }
+
+    #[test]
+    fn a_request_survives_the_log_byte_for_byte() {
+        for frame in [
+            r#"{"jsonrpc":"2.0","id":"a\"b","method":"game/send_chat_msg","params":{"chat_msg":"你好 <b>","chat_sn":"s1"}}"#,
+            r#"{"jsonrpc":"2.0","id":1e3,"method":"game/match_player","params":[]}"#,
+            r#"{"jsonrpc":"2.0","id":-7,"method":"game/leave_chat","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":"x","method":"game/cancel_match","params":[]}"#,
+        ] {
+            let original = incoming(frame);
+            let entry = Entry::request(ConnId(3), &original, 99);
+            let text = serde_json::to_string(&entry).expect("encodes");
+            let back: Entry = serde_json::from_str(&text).expect("decodes");
+            assert_eq!(back, entry);
+            let Entry::Request {
+                id,
+                m,
+                msg,
+                sn,
+                room,
+                ..
+            } = back
+            else {
+                panic!("not a request: {text}");
+            };
+            assert_eq!(room.is_some(), m == method::MATCH_PLAYER, "{text}");
+            let decoded = decode_request(&id, &m, msg, sn).expect("known request");
+            assert_eq!(decoded, original, "{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_requests_are_refused_not_guessed() {
+        assert!(decode_request("1", "game/teleport", None, None).is_none());
+        assert!(decode_request("1", method::SEND_CHAT_MSG, Some("x".into()), None).is_none());
+        assert!(decode_request("{}", method::MATCH_PLAYER, None, None).is_none());
+    }
+
+    #[test]
+    fn stream_ids_order_numerically() {
+        assert!(stream_id("1700000000000-10") > stream_id("1700000000000-9"));
+        assert!(stream_id("0-0") < stream_id("1-0"));
+        assert_eq!(stream_id("garbage"), None);
+    }
+
+    #[test]
+    fn xinfo_last_generated_id_is_read_from_resp2_and_resp3() {
+        let bulk = |s: &str| redis::Value::BulkString(s.as_bytes().to_vec());
+        let resp2 = redis::Value::Array(vec![
+            bulk("length"),
+            redis::Value::Int(2),
+            bulk("last-generated-id"),
+            bulk("17-3"),
+        ]);
+        assert_eq!(last_generated_id(&resp2), Some((17, 3)));
+        let resp3 = redis::Value::Map(vec![(bulk("last-generated-id"), bulk("5-0"))]);
+        assert_eq!(last_generated_id(&resp3), Some((5, 0)));
+        assert_eq!(last_generated_id(&redis::Value::Nil), None);
+    }
+
+    /// Two copies fed the same entries end in the same state and name rooms the same:
+    /// the property the whole design stands on.
+    #[test]
+    fn copies_fed_the_same_log_agree() {
+        let metrics = Metrics::default();
+        let config = HubConfig::default();
+        let mut a = Replica::new(config.clone());
+        let mut b = Replica::new(config);
+        let attach = |c: u64, p: &str| Entry::Attach {
+            c,
+            p: p.into(),
+            pid: 1,
+            z: "z".into(),
+            res: true,
+            after: None,
+            t: 10,
+        };
+        let matching = |c: u64| {
+            Entry::request(
+                ConnId(c),
+                &incoming(r#"{"jsonrpc":"2.0","id":"m","method":"game/match_player","params":[]}"#),
+                11,
+            )
+        };
+        let log = vec![
+            attach(1 << NODE_SHIFT, "p1"),
+            attach((2 << NODE_SHIFT) | 1, "p2"),
+            matching(1 << NODE_SHIFT),
+            matching((2 << NODE_SHIFT) | 1),
+            Entry::NodeDown { n: 2, t: 12 },
+        ];
+        for entry in log {
+            let text = serde_json::to_string(&entry).expect("encodes");
+            a.apply(serde_json::from_str(&text).expect("decodes"), 1, &metrics);
+            b.apply(entry, 2, &metrics);
+        }
+        assert_eq!(a.hub.stats(), b.hub.stats());
+        assert_eq!(a.hub.stats().rooms, 1);
+        assert!(a.hub.check_invariants().is_ok());
+        // Node 2 went down: its connection is detached in both copies.
+        assert_eq!(a.attached, b.attached);
+        assert_eq!(a.attached.len(), 1);
+        assert_eq!(a.hub.player_of(ConnId((2 << NODE_SHIFT) | 1)), None);
+    }
+}
