@@ -19,11 +19,12 @@
 use crate::request::Request;
 use crate::wire::{self, LeaveReason, MatchedData, RequestId};
 use crate::{Code, Millis};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// A connection, numbered by the server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ConnId(pub u64);
 
 /// A player id (10 alphanumerics, made by the server).
@@ -32,7 +33,7 @@ pub type PlayerId = Arc<str>;
 pub type RoomId = Arc<str>;
 
 /// A matchmaking pool: `(product id, game zone)`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PoolKey {
     pub product_id: i64,
     pub zone: Arc<str>,
@@ -129,14 +130,14 @@ pub struct HubStats {
     pub queued: Vec<(PoolKey, usize)>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 enum Status {
     Idle,
     Queued { ticket: u64 },
     InRoom { room: RoomId },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Player {
     pool: PoolKey,
     resumable: bool,
@@ -146,14 +147,14 @@ struct Player {
     grace_deadline: Option<Millis>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Member {
     player: PlayerId,
     /// Last `seq` handed to a live connection of this member.
     delivered: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Room {
     id: RoomId,
     /// Everyone matched into the room, for the `peer_ids` of 20001.
@@ -168,7 +169,7 @@ struct Room {
     closed: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Pool {
     queue: BTreeMap<u64, PlayerId>,
 }
@@ -176,7 +177,7 @@ struct Pool {
 /// One room event, stored compactly: the JSON is rebuilt on the rare paths that need it
 /// again (a resume's replay, a repeated `chat_sn`), so a busy room keeps ~100 bytes per
 /// remembered message instead of its serialized frame.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 enum Event {
     Chat {
         /// Index of the sender in the room's roster.
@@ -201,6 +202,41 @@ struct RoomLog {
     /// then treated as a new message, so it can only ever cost a forgotten `chat_sn`.
     by_sn: HashMap<u64, u64>,
     hasher: std::hash::RandomState,
+}
+
+/// A room log as stored in a snapshot: its events; the `chat_sn` index is rebuilt on
+/// restore (its hashes are per process).
+#[derive(Serialize)]
+struct RoomLogRef<'a> {
+    capacity: usize,
+    events: &'a VecDeque<(u64, Event)>,
+}
+
+#[derive(Deserialize)]
+struct RoomLogData {
+    capacity: usize,
+    events: VecDeque<(u64, Event)>,
+}
+
+impl Serialize for RoomLog {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        RoomLogRef {
+            capacity: self.capacity,
+            events: &self.events,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for RoomLog {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let data = RoomLogData::deserialize(deserializer)?;
+        let mut log = RoomLog::new(data.capacity);
+        for (seq, event) in data.events {
+            log.push(seq, event);
+        }
+        Ok(log)
+    }
 }
 
 impl RoomLog {
@@ -291,6 +327,44 @@ impl RoomLog {
     }
 }
 
+/// The state of a [`Hub`] as JSON ([`Hub::snapshot`], [`Hub::restore`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HubSnapshot {
+    state: serde_json::Value,
+}
+
+/// A snapshot that does not describe a valid state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotError(pub String);
+
+impl std::fmt::Display for SnapshotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unusable snapshot: {}", self.0)
+    }
+}
+
+impl std::error::Error for SnapshotError {}
+
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    players: &'a HashMap<PlayerId, Player>,
+    conns: &'a HashMap<ConnId, PlayerId>,
+    pools: Vec<(PoolKey, Pool)>,
+    rooms: &'a HashMap<RoomId, Room>,
+    deadlines: &'a BTreeSet<(Millis, PlayerId)>,
+    next_ticket: u64,
+}
+
+#[derive(Deserialize)]
+struct SnapshotData {
+    players: HashMap<PlayerId, Player>,
+    conns: HashMap<ConnId, PlayerId>,
+    pools: Vec<(PoolKey, Pool)>,
+    rooms: HashMap<RoomId, Room>,
+    deadlines: BTreeSet<(Millis, PlayerId)>,
+    next_ticket: u64,
+}
+
 /// The state machine. See the module docs for the rules.
 pub struct Hub {
     config: HubConfig,
@@ -319,6 +393,53 @@ impl Hub {
             deadlines: BTreeSet::new(),
             next_ticket: 0,
         }
+    }
+
+    /// The whole state, to be stored and given to [`Hub::restore`] (a node of a cluster
+    /// joins from the latest snapshot instead of replaying every event since the start).
+    pub fn snapshot(&self) -> Result<HubSnapshot, SnapshotError> {
+        let mut pools: Vec<(PoolKey, Pool)> = self
+            .pools
+            .iter()
+            .map(|(k, p)| {
+                (
+                    k.clone(),
+                    Pool {
+                        queue: p.queue.clone(),
+                    },
+                )
+            })
+            .collect();
+        pools.sort_by(|a, b| a.0.cmp(&b.0));
+        let state = serde_json::to_value(SnapshotRef {
+            players: &self.players,
+            conns: &self.conns,
+            pools,
+            rooms: &self.rooms,
+            deadlines: &self.deadlines,
+            next_ticket: self.next_ticket,
+        })
+        .map_err(|e| SnapshotError(e.to_string()))?;
+        Ok(HubSnapshot { state })
+    }
+
+    /// A Hub in the state of a [`Hub::snapshot`], with this config and id source.
+    pub fn restore(
+        config: HubConfig,
+        ids: Box<dyn IdSource>,
+        snapshot: HubSnapshot,
+    ) -> Result<Hub, SnapshotError> {
+        let state: SnapshotData =
+            serde_json::from_value(snapshot.state).map_err(|e| SnapshotError(e.to_string()))?;
+        let mut hub = Hub::new(config, ids);
+        hub.players = state.players;
+        hub.conns = state.conns;
+        hub.pools = state.pools.into_iter().collect();
+        hub.rooms = state.rooms;
+        hub.deadlines = state.deadlines;
+        hub.next_ticket = state.next_ticket;
+        hub.check_invariants().map_err(SnapshotError)?;
+        Ok(hub)
     }
 
     pub fn config(&self) -> &HubConfig {

@@ -31,7 +31,8 @@ pub enum Mode {
 #[derive(Clone, Debug, Parser)]
 #[command(name = "matchchat-loadgen", version, about)]
 pub struct Options {
-    /// Server address (host:port); the WebSocket is `ws://ADDR/ws`.
+    /// Server address (host:port); the WebSocket is `ws://ADDR/ws`. Several, comma
+    /// separated, for the nodes of one cluster: clients are spread over them in turn.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: String,
 

@@ -123,7 +123,8 @@ struct Shared {
     mode: Mode,
     /// `--stall-one`: the global index of the client that stops reading.
     stalled: Option<u64>,
-    addr: SocketAddr,
+    /// The nodes, `--addr` split on commas.
+    addrs: Vec<SocketAddr>,
     url: String,
     clock: Clock,
     connect_slots: Semaphore,
@@ -201,11 +202,25 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
     if !(opts.duration >= 0.0 && opts.duration.is_finite()) {
         return Err("--duration must be a non-negative number".into());
     }
-    let addr = tokio::net::lookup_host(&opts.addr)
-        .await
-        .map_err(|e| format!("cannot resolve {}: {e}", opts.addr))?
-        .find(SocketAddr::is_ipv4)
-        .ok_or_else(|| format!("{} has no IPv4 address", opts.addr))?;
+    // Several nodes of one cluster: client i connects to node i mod n, so the players of
+    // a pair (consecutive clients) sit on different nodes.
+    let mut addrs = Vec::new();
+    for one in opts
+        .addr
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        let addr = tokio::net::lookup_host(one)
+            .await
+            .map_err(|e| format!("cannot resolve {one}: {e}"))?
+            .find(SocketAddr::is_ipv4)
+            .ok_or_else(|| format!("{one} has no IPv4 address"))?;
+        addrs.push(addr);
+    }
+    let Some(&addr) = addrs.first() else {
+        return Err("--addr names no server".into());
+    };
     if opts.stall_one && !(opts.stall_rate > 0.0 && opts.stall_rate.is_finite()) {
         return Err("--stall-rate must be a positive number".into());
     }
@@ -231,8 +246,8 @@ pub async fn run(opts: &Options) -> Result<Report, String> {
         opts: opts.clone(),
         mode,
         stalled: (opts.stall_one && mode == Mode::Open).then_some(opts.index_base),
-        addr,
         url: format!("ws://{addr}/ws"),
+        addrs,
         clock: Clock::new(),
         connect_slots: Semaphore::new(opts.connect_concurrency.max(1)),
         match_deadline,
@@ -452,8 +467,9 @@ async fn connect(shared: &Shared, local: usize) -> Result<Ws, Fail> {
             .bind(SocketAddr::new(source.into(), 0))
             .map_err(|e| Fail::new(format!("bind {source}: {e}")))?;
     }
+    let node = shared.addrs[(opts.index_base + local as u64) as usize % shared.addrs.len()];
     let stream = socket
-        .connect(shared.addr)
+        .connect(node)
         .await
         .map_err(|e| Fail::new(format!("connect: {e}")))?;
     let _ = stream.set_nodelay(true);

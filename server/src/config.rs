@@ -120,6 +120,11 @@ pub struct Config {
     /// resume on another node, in ms (with `--redis-url`).
     #[arg(long, env = "MATCHCHAT_NODE_TIMEOUT_MS", default_value_t = 5_000)]
     pub node_timeout_ms: u64,
+
+    /// How often the shared state is snapshotted and the Redis log trimmed behind it, in
+    /// ms (with `--redis-url`).
+    #[arg(long, env = "MATCHCHAT_SNAPSHOT_EVERY_MS", default_value_t = 30_000)]
+    pub snapshot_every_ms: u64,
 }
 
 impl Default for Config {

@@ -26,20 +26,28 @@
 //! Sessions are Redis keys with an expiry (`{prefix}:session:{id}`), so any node can
 //! resume any session.
 //!
-//! Limits of this design, chosen for correctness first: every node holds the whole
-//! state (it scales the sockets, the JSON and the rate limits across nodes, not the
-//! memory of the rooms), and the log is read from its start by a node that joins, so it
-//! is not trimmed (`redis-cli DEL {prefix}:log` between deployments; snapshots with
-//! trimming are the next step, see `docs/protocol.md` §13).
+//! Every `--snapshot-every-ms` one node (`SET NX` lock) writes its copy's state with the
+//! id of the last entry it includes (`{prefix}:snapshot`) and trims the log up to the
+//! previous snapshot (`XTRIM MINID`), so Redis holds one period of log plus one state. A
+//! node that joins starts from the snapshot and reads the log after it; a node that fell
+//! behind the trimmed part starts over the same way.
+//!
+//! Limit of this design, chosen for correctness first: every node holds the whole state
+//! (it scales the sockets, the JSON and the rate limits across nodes, not the memory of
+//! the rooms), and a snapshot is taken under the copy's lock.
+//!
+//! What clients see when nodes or Redis fail is in `docs/protocol.md` («Several nodes»).
 //!
 //! Redis must persist what it acknowledged (`appendonly yes`, `appendfsync always`) for a
-//! Redis restart to lose nothing. When Redis comes back without its data, the nodes see
-//! that the stream went backwards, close their sockets (1012) and start over from what
-//! Redis has.
+//! Redis restart to lose nothing. When Redis comes back without its data (a new
+//! `{prefix}:epoch`, or the last entry a node applied missing), the nodes close their
+//! sockets (1012) and start over from what Redis has.
 
 use crate::broker::{Broker, BrokerError, BrokerStats, ConnHandle, Session, carry_out, epoch_ms};
 use crate::metrics::Metrics;
-use matchchat_core::hub::{Attach, ConnId, Effect, Hub, HubConfig, IdSource, PoolKey, RoomId};
+use matchchat_core::hub::{
+    Attach, ConnId, Effect, Hub, HubConfig, HubSnapshot, IdSource, PoolKey, RoomId,
+};
 use matchchat_core::method;
 use matchchat_core::request::{Incoming, Request};
 use matchchat_core::wire::RequestId;
@@ -72,6 +80,8 @@ pub struct RedisOptions {
     /// A node whose liveness key is this old is dead.
     pub node_timeout: Duration,
     pub session_ttl: Duration,
+    /// How often the state is snapshotted and the log trimmed behind it.
+    pub snapshot_every: Duration,
 }
 
 /// Why the Redis broker could not start.
@@ -84,6 +94,8 @@ pub enum RedisStartError {
         url: String,
         source: redis::RedisError,
     },
+    #[error("cannot load the shared state: {0}")]
+    Load(#[from] LoadError),
 }
 
 /// One entry of the log. Short field names: every chat message is one entry.
@@ -230,6 +242,33 @@ impl Replica {
         }
     }
 
+    /// A copy in the state of a snapshot record.
+    fn restore(config: HubConfig, record: SnapshotRecord) -> Result<Replica, String> {
+        let mut replica = Replica::new(config.clone());
+        replica.hub = Hub::restore(
+            config,
+            Box::new(EntryRoomIds {
+                next: replica.room_ids.clone(),
+            }),
+            record.hub,
+        )
+        .map_err(|e| e.to_string())?;
+        replica.attached = record.attached.into_iter().map(ConnId).collect();
+        replica.clock = record.clock;
+        replica.last_id = record.last_id;
+        Ok(replica)
+    }
+
+    fn record(&self, epoch: String) -> Result<SnapshotRecord, String> {
+        Ok(SnapshotRecord {
+            epoch,
+            last_id: self.last_id.clone(),
+            clock: self.clock,
+            attached: self.attached.iter().map(|c| c.0).collect(),
+            hub: self.hub.snapshot().map_err(|e| e.to_string())?,
+        })
+    }
+
     /// Applies one entry; returns whether it was this node's own `node_down`.
     fn apply(&mut self, entry: Entry, me: u64, metrics: &Metrics) -> bool {
         self.clock = self.clock.max(entry.time());
@@ -307,17 +346,28 @@ impl Replica {
         fenced
     }
 
-    /// Forgets everything (Redis lost its data): every socket is closed, the log is read
-    /// again from its start.
-    fn reset(&mut self, config: HubConfig) {
+    /// Starts over from `fresh` (Redis lost its data, or this node fell behind the
+    /// trimmed log): every socket of this node is closed, its players resume.
+    fn replace(&mut self, fresh: Replica) {
         let conns = std::mem::take(&mut self.conns);
         for handle in conns.values() {
             handle
                 .closer()
                 .close(crate::connection::close::RESTART, "shared state was reset");
         }
-        *self = Replica::new(config);
+        *self = fresh;
     }
+}
+
+/// What `{prefix}:snapshot` holds: a copy's state and the log entry it includes.
+#[derive(Serialize, Deserialize)]
+struct SnapshotRecord {
+    /// The data set it belongs to.
+    epoch: String,
+    last_id: String,
+    clock: u64,
+    attached: Vec<u64>,
+    hub: HubSnapshot,
 }
 
 /// The Redis-backed broker. Cheap to clone.
@@ -338,6 +388,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// This node's number (changes only when it was declared dead and registers again).
     node: AtomicU64,
+    /// The data set this copy belongs to (`{prefix}:epoch`).
+    epoch: Mutex<String>,
     next_conn: AtomicU64,
     /// Redis answered the last command and the last read.
     healthy: AtomicBool,
@@ -400,14 +452,22 @@ impl RedisBroker {
                 url: options.url.clone(),
                 source,
             })?;
+        let epoch = ensure_epoch(&mut redis, &options.prefix)
+            .await
+            .map_err(|source| RedisStartError::Connect {
+                url: options.url.clone(),
+                source,
+            })?;
+        let replica = load_replica(&mut redis, &options.prefix, &epoch, &hub_config).await?;
         let broker = RedisBroker {
             shared: Arc::new(Shared {
-                replica: Mutex::new(Replica::new(hub_config.clone())),
+                replica: Mutex::new(replica),
                 hub_config,
                 options,
                 redis,
                 metrics,
                 node: AtomicU64::new(node),
+                epoch: Mutex::new(epoch),
                 next_conn: AtomicU64::new(1),
                 healthy: AtomicBool::new(true),
                 pending_detach: Mutex::new(Vec::new()),
@@ -418,6 +478,7 @@ impl RedisBroker {
         tracing::info!(node, "joined the cluster through Redis");
         tokio::spawn(broker.clone().read_log(reader, stop.clone()));
         tokio::spawn(broker.clone().keep_alive(stop.clone()));
+        tokio::spawn(broker.clone().snapshots(stop.clone()));
         tokio::spawn(broker.clone().tick_grace(stop));
         Ok(broker)
     }
@@ -573,33 +634,186 @@ impl RedisBroker {
         });
     }
 
-    /// After Redis was unreachable: did it come back with less than this copy has seen
-    /// (restarted without its data)? Then start over from what it has.
+    /// After Redis was unreachable: did it come back with less than this copy has seen?
+    /// Either its data is gone (the epoch key, made once per data set, is missing or new)
+    /// or it lost the end of the log (the last entry this copy applied is not there). Then
+    /// start over from what it has. Stream ids cannot tell by themselves: they come from
+    /// the clock, so entries appended after the restart have larger ids anyway.
     async fn check_not_lost(&self, reader: &mut ConnectionManager) -> Result<(), BrokerError> {
-        let info: redis::Value = redis::cmd("XINFO")
-            .arg("STREAM")
-            .arg(self.key("log"))
+        let epoch: Option<String> = redis::cmd("GET")
+            .arg(self.key("epoch"))
             .query_async(reader)
             .await
-            .or_else(|e| {
-                // A missing stream is an answer too: Redis is empty.
-                if e.to_string().contains("no such key") {
-                    Ok(redis::Value::Nil)
-                } else {
-                    Err(e)
-                }
-            })
             .map_err(unavailable)?;
-        let newest = last_generated_id(&info).unwrap_or((0, 0));
-        let mut replica = self.replica();
-        if stream_id(&replica.last_id).is_some_and(|seen| seen > newest) {
+        let mine = self.epoch();
+        let seen = self.replica().last_id.clone();
+        let mut lost = epoch.as_deref() != Some(mine.as_str());
+        if !lost && seen != "0-0" {
+            let found: Vec<redis::Value> = redis::cmd("XRANGE")
+                .arg(self.key("log"))
+                .arg(&seen)
+                .arg(&seen)
+                .query_async(reader)
+                .await
+                .map_err(unavailable)?;
+            let trimmed: Option<String> = redis::cmd("GET")
+                .arg(self.key("trimmed"))
+                .query_async(reader)
+                .await
+                .map_err(unavailable)?;
+            let trimmed_away = trimmed.is_some_and(|t| stream_id(&seen) < stream_id(&t));
+            lost = found.is_empty() && !trimmed_away;
+        }
+        if lost {
             tracing::error!(
-                seen = %replica.last_id,
-                "Redis came back without the log this node has read: closing every connection and starting over"
+                %seen,
+                "Redis came back without the state this node has read: closing every connection and starting over"
             );
-            replica.reset(self.shared.hub_config.clone());
+            let epoch = ensure_epoch(reader, &self.shared.options.prefix)
+                .await
+                .map_err(unavailable)?;
+            *self.shared.epoch.lock().unwrap_or_else(|p| p.into_inner()) = epoch;
+            self.start_over(reader).await?;
         }
         Ok(())
+    }
+
+    fn epoch(&self) -> String {
+        self.shared
+            .epoch
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the copy by what Redis has (its snapshot, or nothing), closing this node's
+    /// sockets.
+    async fn start_over(&self, redis: &mut ConnectionManager) -> Result<(), BrokerError> {
+        let epoch = self.epoch();
+        let fresh = load_replica(
+            redis,
+            &self.shared.options.prefix,
+            &epoch,
+            &self.shared.hub_config,
+        )
+        .await
+        .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        self.replica().replace(fresh);
+        Ok(())
+    }
+
+    /// Writes a snapshot of the copy now and then, and trims the log behind the previous
+    /// one (one period of slack, so that no node reading normally loses an entry). One
+    /// node does it per period (`SET NX` lock).
+    async fn snapshots(self, stop: CancellationToken) {
+        let period = self.shared.options.snapshot_every;
+        let mut every = tokio::time::interval(period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = every.tick() => {}
+            }
+            if let Err(e) = self.snapshot_once(period).await {
+                tracing::warn!(error = %e, "snapshot failed");
+            }
+        }
+    }
+
+    async fn snapshot_once(&self, period: Duration) -> Result<(), BrokerError> {
+        let mut redis = self.shared.redis.clone();
+        let lock_ms = u64::try_from(period.as_millis() / 2)
+            .unwrap_or(1_000)
+            .max(1);
+        let locked: Option<String> = redis::cmd("SET")
+            .arg(self.key("snapshot_lock"))
+            .arg(self.node())
+            .arg("NX")
+            .arg("PX")
+            .arg(lock_ms)
+            .query_async(&mut redis)
+            .await
+            .map_err(unavailable)?;
+        if locked.is_none() {
+            return Ok(());
+        }
+        // Only a copy of the data set Redis has now may write its snapshot.
+        let epoch: Option<String> = redis::cmd("GET")
+            .arg(self.key("epoch"))
+            .query_async(&mut redis)
+            .await
+            .map_err(unavailable)?;
+        let mine = self.epoch();
+        if epoch.as_deref() != Some(mine.as_str()) {
+            return Ok(());
+        }
+        let previous: Option<String> = redis::cmd("GET")
+            .arg(self.key("snapshot_id"))
+            .query_async(&mut redis)
+            .await
+            .map_err(unavailable)?;
+        let current = self.replica().last_id.clone();
+        // Nothing new since the last snapshot: no need to write the same state again.
+        if previous.as_deref() != Some(current.as_str()) {
+            let record = self
+                .replica()
+                .record(mine)
+                .map_err(BrokerError::Unavailable)?;
+            let text = serde_json::to_string(&record)
+                .map_err(|e| BrokerError::Unavailable(format!("cannot encode a snapshot: {e}")))?;
+            let _: () = redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(self.key("snapshot"))
+                .arg(&text)
+                .ignore()
+                .cmd("SET")
+                .arg(self.key("snapshot_id"))
+                .arg(&record.last_id)
+                .ignore()
+                .query_async(&mut redis)
+                .await
+                .map_err(unavailable)?;
+            tracing::debug!(bytes = text.len(), at = %record.last_id, "snapshot written");
+        }
+        if let Some(previous) = previous.filter(|p| stream_id(p) <= stream_id(&current)) {
+            let _: () = redis::pipe()
+                .atomic()
+                .cmd("XTRIM")
+                .arg(self.key("log"))
+                .arg("MINID")
+                .arg(&previous)
+                .ignore()
+                .cmd("SET")
+                .arg(self.key("trimmed"))
+                .arg(&previous)
+                .ignore()
+                .query_async(&mut redis)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// A node whose position is older than the trimmed part of the log cannot read on
+    /// (the entries it needs are gone): it starts over from the snapshot.
+    async fn check_not_behind(&self) {
+        let mut redis = self.shared.redis.clone();
+        let trimmed: Result<Option<String>, _> = redis::cmd("GET")
+            .arg(self.key("trimmed"))
+            .query_async(&mut redis)
+            .await;
+        let Ok(Some(trimmed)) = trimmed else {
+            return;
+        };
+        let seen = self.replica().last_id.clone();
+        if stream_id(&seen) < stream_id(&trimmed) {
+            tracing::error!(%seen, %trimmed, "this node fell behind the trimmed log: starting over from the snapshot");
+            if let Err(e) = self.start_over(&mut redis).await {
+                tracing::warn!(error = %e, "starting over failed");
+            }
+        }
     }
 
     /// Refreshes this node's liveness key, retries lost detaches, and declares dead the
@@ -621,6 +835,7 @@ impl RedisBroker {
             }
             let since = *reachable_since.get_or_insert_with(Instant::now);
             self.retry_detaches().await;
+            self.check_not_behind().await;
             if since.elapsed() >= self.shared.options.node_timeout {
                 self.find_dead_nodes().await;
             }
@@ -727,30 +942,65 @@ impl RedisBroker {
     }
 }
 
-/// `XINFO STREAM`'s `last-generated-id`, as (ms, seq).
-fn last_generated_id(info: &redis::Value) -> Option<(u64, u64)> {
-    let redis::Value::Array(items) = info else {
-        return match info {
-            redis::Value::Map(pairs) => pairs.iter().find_map(|(k, v)| {
-                (value_text(k)? == "last-generated-id").then(|| stream_id(&value_text(v)?))?
-            }),
-            _ => None,
-        };
+/// The copy to start from: the latest snapshot (then the log after it), or an empty one
+/// (then the whole log).
+async fn load_replica(
+    redis: &mut ConnectionManager,
+    prefix: &str,
+    epoch: &str,
+    config: &HubConfig,
+) -> Result<Replica, LoadError> {
+    let text: Option<String> = redis::cmd("GET")
+        .arg(key(prefix, "snapshot"))
+        .query_async(redis)
+        .await?;
+    let Some(text) = text else {
+        return Ok(Replica::new(config.clone()));
     };
-    items.chunks(2).find_map(|pair| match pair {
-        [k, v] if value_text(k).as_deref() == Some("last-generated-id") => {
-            stream_id(&value_text(v)?)
+    let record = match serde_json::from_str::<SnapshotRecord>(&text) {
+        // A snapshot of an earlier data set, written by a node that had not noticed the
+        // loss yet: it describes a log that is gone.
+        Ok(record) if record.epoch != epoch => return Ok(Replica::new(config.clone())),
+        other => other,
+    };
+    let restored = record
+        .map_err(|e| e.to_string())
+        .and_then(|record| Replica::restore(config.clone(), record));
+    match restored {
+        Ok(replica) => {
+            tracing::info!(at = %replica.last_id, "starting from the cluster's snapshot");
+            Ok(replica)
         }
-        _ => None,
-    })
+        // Reading the whole log instead would be wrong once it was trimmed: refuse.
+        Err(e) => Err(LoadError::Snapshot(e)),
+    }
 }
 
-fn value_text(v: &redis::Value) -> Option<String> {
-    match v {
-        redis::Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        redis::Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
+/// Why a copy could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("the cluster's snapshot is unusable (another version of the server wrote it?): {0}")]
+    Snapshot(String),
+}
+
+/// The data set's epoch: made once (`SET NX`) when Redis has none, so a Redis that lost
+/// its data is recognised by a new one.
+async fn ensure_epoch(
+    redis: &mut ConnectionManager,
+    prefix: &str,
+) -> Result<String, redis::RedisError> {
+    let _: Option<String> = redis::cmd("SET")
+        .arg(key(prefix, "epoch"))
+        .arg(crate::ids::room_id())
+        .arg("NX")
+        .query_async(redis)
+        .await?;
+    redis::cmd("GET")
+        .arg(key(prefix, "epoch"))
+        .query_async(redis)
+        .await
 }
 
 /// A stream id `ms-seq` as a pair that orders like the ids.
@@ -936,21 +1186,6 @@ mod tests {
         assert!(stream_id("1700000000000-10") > stream_id("1700000000000-9"));
         assert!(stream_id("0-0") < stream_id("1-0"));
         assert_eq!(stream_id("garbage"), None);
-    }
-
-    #[test]
-    fn xinfo_last_generated_id_is_read_from_resp2_and_resp3() {
-        let bulk = |s: &str| redis::Value::BulkString(s.as_bytes().to_vec());
-        let resp2 = redis::Value::Array(vec![
-            bulk("length"),
-            redis::Value::Int(2),
-            bulk("last-generated-id"),
-            bulk("17-3"),
-        ]);
-        assert_eq!(last_generated_id(&resp2), Some((17, 3)));
-        let resp3 = redis::Value::Map(vec![(bulk("last-generated-id"), bulk("5-0"))]);
-        assert_eq!(last_generated_id(&resp3), Some((5, 0)));
-        assert_eq!(last_generated_id(&redis::Value::Nil), None);
     }
 
     /// Two copies fed the same entries end in the same state and name rooms the same:

@@ -171,6 +171,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 heartbeat: Duration::from_millis(config.node_heartbeat_ms.max(10)),
                 node_timeout: Duration::from_millis(config.node_timeout_ms.max(20)),
                 session_ttl: config.session_ttl(),
+                snapshot_every: Duration::from_millis(config.snapshot_every_ms.max(100)),
             };
             let broker =
                 RedisBroker::start(options, hub_config, metrics.clone(), timers_stop.clone())
