@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 const NOTES_MARKER: &str = "<!-- notes: kept by cargo xtask bench -->";
 
 /// Server flags for every run: limits out of the way of the load.
-const SERVER_FLAGS: &[&str] = &[
+pub(crate) const SERVER_FLAGS: &[&str] = &[
     "--rate-per-sec",
     "1000000",
     "--rate-burst",
@@ -340,8 +340,27 @@ impl Bench {
         baseline: bool,
         args: &[&str],
     ) -> Result<Run, String> {
-        let pid = target.child.id().to_string();
-        let mut full: Vec<String> = vec!["--addr".into(), target.addr.clone()];
+        self.loadgen_at(
+            &target.addr,
+            target.child.id(),
+            &target.command,
+            baseline,
+            args,
+        )
+    }
+
+    /// The load generator against `addr` (several nodes: comma separated), reading the
+    /// CPU and memory of process `pid`.
+    pub(crate) fn loadgen_at(
+        &self,
+        addr: &str,
+        pid: u32,
+        target_command: &str,
+        baseline: bool,
+        args: &[&str],
+    ) -> Result<Run, String> {
+        let pid = pid.to_string();
+        let mut full: Vec<String> = vec!["--addr".into(), addr.to_owned()];
         if baseline {
             full.extend(["--target".into(), "baseline".into()]);
         }
@@ -377,7 +396,7 @@ impl Bench {
             .map_err(|e| format!("load generator output ({status}): {e}: {line}"))?;
         Ok(Run {
             command,
-            target: target.command.clone(),
+            target: target_command.to_owned(),
             json,
             load_before: load_before
                 .split_whitespace()
@@ -571,6 +590,17 @@ fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// The checked-out commit, `+dirty` when the work tree differs from it.
+/// User + system CPU time of a process, from `/proc/<pid>/stat` (clock ticks of 1/100 s,
+/// Linux's USER_HZ on every common architecture).
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 pub(crate) fn commit() -> String {
     let git = |args: &[&str]| {
         Command::new("git")

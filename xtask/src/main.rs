@@ -10,6 +10,7 @@
 //! Plain `std::process::Command` calls, so it needs nothing but cargo to start.
 
 mod bench;
+mod cluster_bench;
 mod reliability;
 mod web;
 
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
         "test" => test(),
         "bench" => bench::run(),
         "reliability" => reliability::run(),
+        "bench-cluster" => cluster_bench::run(),
         "help" | "--help" | "-h" => {
             print_help();
             Ok(())
@@ -50,7 +52,8 @@ fn print_help() {
         "cargo xtask run [SERVER ARGS]   install what is missing, build the client, serve http://127.0.0.1:8080\n\
          cargo xtask test                install what is missing, run every check and test\n\
          cargo xtask bench               run the load scenarios, write docs/BENCHMARKS.md\n\
-         cargo xtask reliability         run the slow-consumer and flood checks, write docs/RELIABILITY.md"
+         cargo xtask reliability         run the slow-consumer and flood checks, write docs/RELIABILITY.md\n\
+         cargo xtask bench-cluster       two nodes on one Redis against one, write their part of docs/BENCHMARKS.md"
     );
 }
 
