@@ -381,6 +381,8 @@ pub struct RedisBroker {
 /// them. Only the log reader applies entries; handlers append and do not wait for it.
 struct Shared {
     options: RedisOptions,
+    /// `{prefix}:log`, made once: every request appends to it.
+    log_key: String,
     hub_config: HubConfig,
     /// Commands (XADD, sessions, liveness); multiplexed, reconnects by itself.
     redis: ConnectionManager,
@@ -463,6 +465,7 @@ impl RedisBroker {
             shared: Arc::new(Shared {
                 replica: Mutex::new(replica),
                 hub_config,
+                log_key: key(&options.prefix, "log"),
                 options,
                 redis,
                 metrics,
@@ -517,7 +520,7 @@ impl RedisBroker {
             .map_err(|e| BrokerError::Unavailable(format!("cannot encode a log entry: {e}")))?;
         let mut redis = self.shared.redis.clone();
         let added: Result<String, _> = redis::cmd("XADD")
-            .arg(self.key("log"))
+            .arg(&self.shared.log_key)
             .arg("*")
             .arg("e")
             .arg(text)
@@ -529,7 +532,7 @@ impl RedisBroker {
 
     /// Reads the log forever, applying each entry to the copy of the Hub.
     async fn read_log(self, mut reader: ConnectionManager, stop: CancellationToken) {
-        let log = self.key("log");
+        let log = self.shared.log_key.clone();
         let mut failed = false;
         loop {
             if failed {
