@@ -565,7 +565,7 @@ impl RedisBroker {
                     failed = false;
                     self.set_healthy(true);
                     if let Some(reply) = reply {
-                        self.apply_batch(reply);
+                        self.apply_batch(&last_id, reply);
                     }
                 }
                 Err(e) => {
@@ -579,11 +579,17 @@ impl RedisBroker {
         }
     }
 
-    fn apply_batch(&self, reply: StreamReadReply) {
+    /// Applies entries read after `from`, unless the copy was replaced meanwhile (it
+    /// started over from a snapshot): then they may not follow its position, and the next
+    /// read starts from there instead.
+    fn apply_batch(&self, from: &str, reply: StreamReadReply) {
         let me = self.node();
         let mut fenced = false;
         {
             let mut replica = self.replica();
+            if replica.last_id != from {
+                return;
+            }
             for stream in reply.keys {
                 for item in stream.ids {
                     match item

@@ -340,8 +340,8 @@ async fn a_burst_over_three_nodes_pairs_everyone_once_and_zones_never_mix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_killed_mid_chat_lose_nothing_and_double_nothing() {
-    const ROOMS: usize = 6;
-    const CYCLES: usize = 6;
+    const ROOMS: usize = 10;
+    const CYCLES: usize = 8;
     let redis = Redis::start();
     let mut nodes = [NodeProcess::spawn(&redis), NodeProcess::spawn(&redis)];
     let mut rooms = Vec::new();
@@ -361,7 +361,7 @@ async fn nodes_killed_mid_chat_lose_nothing_and_double_nothing() {
         // Everyone sends; some replies are still in flight when the node dies.
         for players in rooms.iter_mut() {
             for p in players.iter_mut() {
-                for _ in 0..=rng.below(5) {
+                for _ in 0..=rng.below(8) {
                     p.send_new().await;
                 }
                 p.read_for(Duration::from_millis(rng.below(3))).await;
