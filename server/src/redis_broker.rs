@@ -52,7 +52,6 @@ use matchchat_core::method;
 use matchchat_core::request::{Incoming, Request};
 use matchchat_core::wire::RequestId;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::streams::StreamReadReply;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -151,18 +150,17 @@ impl Entry {
         }
     }
 
-    fn request(conn: ConnId, incoming: &Incoming, now: u64) -> Entry {
-        let (msg, sn) = match &incoming.request {
-            Request::SendChat { chat_msg, chat_sn } => {
-                (Some(chat_msg.clone()), Some(chat_sn.clone()))
-            }
+    fn request(conn: ConnId, incoming: Incoming, now: u64) -> Entry {
+        let method = incoming.request.method();
+        let room = matches!(incoming.request, Request::MatchPlayer).then(crate::ids::room_id);
+        let (msg, sn) = match incoming.request {
+            Request::SendChat { chat_msg, chat_sn } => (Some(chat_msg), Some(chat_sn)),
             _ => (None, None),
         };
-        let room = matches!(incoming.request, Request::MatchPlayer).then(crate::ids::room_id);
         Entry::Request {
             c: conn.0,
             id: incoming.id.as_json().to_owned(),
-            m: incoming.request.method().to_owned(),
+            m: method.to_owned(),
             msg,
             sn,
             room,
@@ -555,7 +553,7 @@ impl RedisBroker {
                 .arg("STREAMS")
                 .arg(&log)
                 .arg(&last_id);
-            let read = xread.query_async::<Option<StreamReadReply>>(&mut reader);
+            let read = xread.query_async::<redis::Value>(&mut reader);
             let reply = tokio::select! {
                 _ = stop.cancelled() => return,
                 reply = read => reply,
@@ -564,9 +562,7 @@ impl RedisBroker {
                 Ok(reply) => {
                     failed = false;
                     self.set_healthy(true);
-                    if let Some(reply) = reply {
-                        self.apply_batch(&last_id, reply);
-                    }
+                    self.apply_batch(&last_id, &reply);
                 }
                 Err(e) => {
                     if !failed {
@@ -582,7 +578,7 @@ impl RedisBroker {
     /// Applies entries read after `from`, unless the copy was replaced meanwhile (it
     /// started over from a snapshot): then they may not follow its position, and the next
     /// read starts from there instead.
-    fn apply_batch(&self, from: &str, reply: StreamReadReply) {
+    fn apply_batch(&self, from: &str, reply: &redis::Value) {
         let me = self.node();
         let mut fenced = false;
         {
@@ -590,19 +586,17 @@ impl RedisBroker {
             if replica.last_id != from {
                 return;
             }
-            for stream in reply.keys {
-                for item in stream.ids {
-                    match item
-                        .get::<String>("e")
-                        .map(|t| serde_json::from_str::<Entry>(&t))
-                    {
-                        Some(Ok(entry)) => {
-                            fenced |= replica.apply(entry, me, &self.shared.metrics);
-                        }
-                        _ => tracing::warn!(id = %item.id, "unreadable log entry skipped"),
-                    }
-                    replica.last_id = item.id;
+            for (id, text) in stream_entries(reply) {
+                let Ok(id) = std::str::from_utf8(id) else {
+                    tracing::warn!("log entry with an unreadable id skipped");
+                    continue;
+                };
+                match text.map(serde_json::from_slice::<Entry>) {
+                    Some(Ok(entry)) => fenced |= replica.apply(entry, me, &self.shared.metrics),
+                    _ => tracing::warn!(%id, "unreadable log entry skipped"),
                 }
+                replica.last_id.clear();
+                replica.last_id.push_str(id);
             }
         }
         if fenced {
@@ -1012,6 +1006,45 @@ async fn ensure_epoch(
         .await
 }
 
+/// The (id, field `e`) of every entry of an `XREAD` reply, borrowed from it: walking the
+/// reply in place instead of converting it (`StreamReadReply` clones every value into a
+/// map per entry) halves what reading the log allocates. RESP2 (arrays) and RESP3 (a map
+/// of streams) both.
+fn stream_entries(reply: &redis::Value) -> Vec<(&[u8], Option<&[u8]>)> {
+    use redis::Value;
+    let streams: Vec<&Value> = match reply {
+        Value::Array(streams) => streams
+            .iter()
+            .filter_map(|s| match s {
+                Value::Array(pair) => pair.get(1),
+                _ => None,
+            })
+            .collect(),
+        Value::Map(pairs) => pairs.iter().map(|(_, items)| items).collect(),
+        _ => Vec::new(),
+    };
+    let mut out = Vec::new();
+    for items in streams {
+        let Value::Array(items) = items else { continue };
+        for item in items {
+            let Value::Array(parts) = item else { continue };
+            let (Some(Value::BulkString(id)), Some(Value::Array(fields))) =
+                (parts.first(), parts.get(1))
+            else {
+                continue;
+            };
+            let text = fields.chunks(2).find_map(|kv| match kv {
+                [Value::BulkString(k), Value::BulkString(v)] if k.as_slice() == b"e" => {
+                    Some(v.as_slice())
+                }
+                _ => None,
+            });
+            out.push((id.as_slice(), text));
+        }
+    }
+    out
+}
+
 /// A stream id `ms-seq` as a pair that orders like the ids.
 fn stream_id(id: &str) -> Option<(u64, u64)> {
     let (ms, seq) = id.split_once('-')?;
@@ -1102,7 +1135,7 @@ impl Broker for RedisBroker {
     }
 
     async fn request(&self, conn: ConnId, incoming: Incoming) -> Result<(), BrokerError> {
-        self.append(&Entry::request(conn, &incoming, epoch_ms()))
+        self.append(&Entry::request(conn, incoming, epoch_ms()))
             .await
     }
 
@@ -1162,7 +1195,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":"x","method":"game/cancel_match","params":[]}"#,
         ] {
             let original = incoming(frame);
-            let entry = Entry::request(ConnId(3), &original, 99);
+            let entry = Entry::request(ConnId(3), original.clone(), 99);
             let text = serde_json::to_string(&entry).expect("encodes");
             let back: Entry = serde_json::from_str(&text).expect("decodes");
             assert_eq!(back, entry);
@@ -1197,6 +1230,24 @@ mod tests {
         assert_eq!(stream_id("garbage"), None);
     }
 
+    #[test]
+    fn xread_replies_are_walked_in_place() {
+        use redis::Value;
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let entry =
+            |id: &str, fields: Vec<Value>| Value::Array(vec![bulk(id), Value::Array(fields)]);
+        let items = Value::Array(vec![
+            entry("1-0", vec![bulk("e"), bulk("{}")]),
+            entry("1-1", vec![bulk("x"), bulk("y")]),
+        ]);
+        let resp2 = Value::Array(vec![Value::Array(vec![bulk("log"), items.clone()])]);
+        let want: Vec<(&[u8], Option<&[u8]>)> = vec![(b"1-0", Some(b"{}")), (b"1-1", None)];
+        assert_eq!(stream_entries(&resp2), want);
+        let resp3 = Value::Map(vec![(bulk("log"), items)]);
+        assert_eq!(stream_entries(&resp3), want);
+        assert!(stream_entries(&Value::Nil).is_empty());
+    }
+
     /// Two copies fed the same entries end in the same state and name rooms the same:
     /// the property the whole design stands on.
     #[test]
@@ -1217,7 +1268,7 @@ mod tests {
         let matching = |c: u64| {
             Entry::request(
                 ConnId(c),
-                &incoming(r#"{"jsonrpc":"2.0","id":"m","method":"game/match_player","params":[]}"#),
+                incoming(r#"{"jsonrpc":"2.0","id":"m","method":"game/match_player","params":[]}"#),
                 11,
             )
         };
