@@ -327,10 +327,11 @@ impl RoomLog {
     }
 }
 
-/// The state of a [`Hub`] as JSON ([`Hub::snapshot`], [`Hub::restore`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The state of a [`Hub`] as JSON text ([`Hub::snapshot`], [`Hub::restore`]); it
+/// serializes as that JSON, embedded as is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HubSnapshot {
-    state: serde_json::Value,
+    state: Box<serde_json::value::RawValue>,
 }
 
 /// A snapshot that does not describe a valid state.
@@ -411,7 +412,8 @@ impl Hub {
             })
             .collect();
         pools.sort_by(|a, b| a.0.cmp(&b.0));
-        let state = serde_json::to_value(SnapshotRef {
+        // Straight to text: a `Value` tree would copy every chat message once more.
+        let state = serde_json::value::to_raw_value(&SnapshotRef {
             players: &self.players,
             conns: &self.conns,
             pools,
@@ -430,7 +432,7 @@ impl Hub {
         snapshot: HubSnapshot,
     ) -> Result<Hub, SnapshotError> {
         let state: SnapshotData =
-            serde_json::from_value(snapshot.state).map_err(|e| SnapshotError(e.to_string()))?;
+            serde_json::from_str(snapshot.state.get()).map_err(|e| SnapshotError(e.to_string()))?;
         let mut hub = Hub::new(config, ids);
         hub.players = state.players;
         hub.conns = state.conns;

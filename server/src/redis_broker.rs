@@ -61,6 +61,16 @@ use tokio_util::sync::CancellationToken;
 
 /// Bits of a connection id below the node number.
 const NODE_SHIFT: u32 = 40;
+/// Node numbers must fit in the bits above [`NODE_SHIFT`].
+const MAX_NODE: u64 = 1 << (64 - NODE_SHIFT);
+
+/// The connection ids of node `n`.
+fn node_range(n: u64) -> Option<std::ops::Range<ConnId>> {
+    if n >= MAX_NODE - 1 {
+        return None;
+    }
+    Some(ConnId(n << NODE_SHIFT)..ConnId((n + 1) << NODE_SHIFT))
+}
 /// Entries read per `XREAD`.
 const READ_BATCH: usize = 1024;
 /// How long one `XREAD` blocks waiting for entries.
@@ -95,9 +105,34 @@ pub enum RedisStartError {
     },
     #[error("cannot load the shared state: {0}")]
     Load(#[from] LoadError),
+    #[error(
+        "the cluster runs with other room settings ({cluster}) than this node ({mine}): \
+         every node needs the same --room-size, --resume-grace-ms, --history and \
+         --sn-memory (to change them, stop every node and delete {key})"
+    )]
+    Settings {
+        cluster: String,
+        mine: String,
+        key: String,
+    },
 }
 
-/// One entry of the log. Short field names: every chat message is one entry.
+/// Version of the log's entries and of the snapshots; part of the settings every node
+/// must share.
+const LOG_FORMAT: u32 = 1;
+
+/// What every node of a cluster must agree on: the copies only stay equal if they apply
+/// the same rules.
+fn settings_fingerprint(config: &HubConfig) -> String {
+    format!(
+        "log-format={LOG_FORMAT} room-size={} resume-grace-ms={} history={} sn-memory={}",
+        config.room_size, config.resume_grace, config.history_limit, config.sn_memory
+    )
+}
+
+/// One entry of the log. Short field names: every chat message is one entry. No entry
+/// carries a time: the time of an entry is the millisecond part of its stream id, Redis's
+/// clock, the same for every copy (the nodes' own clocks may disagree).
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "k", rename_all = "snake_case")]
 enum Entry {
@@ -109,7 +144,6 @@ enum Entry {
         res: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<u64>,
-        t: u64,
     },
     Request {
         c: u64,
@@ -124,33 +158,19 @@ enum Entry {
         /// complete: every copy must name the room the same.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         room: Option<String>,
-        t: u64,
     },
     Detach {
         c: u64,
-        t: u64,
     },
-    Tick {
-        t: u64,
-    },
+    /// A grace period may be due.
+    Tick,
     NodeDown {
         n: u64,
-        t: u64,
     },
 }
 
 impl Entry {
-    fn time(&self) -> u64 {
-        match self {
-            Entry::Attach { t, .. }
-            | Entry::Request { t, .. }
-            | Entry::Detach { t, .. }
-            | Entry::Tick { t }
-            | Entry::NodeDown { t, .. } => *t,
-        }
-    }
-
-    fn request(conn: ConnId, incoming: Incoming, now: u64) -> Entry {
+    fn request(conn: ConnId, incoming: Incoming) -> Entry {
         let method = incoming.request.method();
         let room = matches!(incoming.request, Request::MatchPlayer).then(crate::ids::room_id);
         let (msg, sn) = match incoming.request {
@@ -164,19 +184,18 @@ impl Entry {
             msg,
             sn,
             room,
-            t: now,
         }
     }
 }
 
 /// The request of a `Request` entry, or `None` for one this version does not know.
 fn decode_request(
-    id: &str,
+    id: String,
     method_name: &str,
     msg: Option<String>,
     sn: Option<String>,
 ) -> Option<Incoming> {
-    let raw = serde_json::value::RawValue::from_string(id.to_owned()).ok()?;
+    let raw = serde_json::value::RawValue::from_string(id).ok()?;
     let id = RequestId::from_raw(&raw)?;
     let request = match method_name {
         method::MATCH_PLAYER => Request::MatchPlayer,
@@ -267,9 +286,10 @@ impl Replica {
         })
     }
 
-    /// Applies one entry; returns whether it was this node's own `node_down`.
-    fn apply(&mut self, entry: Entry, me: u64, metrics: &Metrics) -> bool {
-        self.clock = self.clock.max(entry.time());
+    /// Applies one entry, appended at `time` (ms, from its stream id); returns whether it
+    /// was this node's own `node_down`.
+    fn apply(&mut self, entry: Entry, time: u64, me: u64, metrics: &Metrics) -> bool {
+        self.clock = self.clock.max(time);
         let now = self.clock;
         let mut fenced = false;
         let out = &mut self.effects;
@@ -281,7 +301,6 @@ impl Replica {
                 z,
                 res,
                 after,
-                ..
             } => {
                 self.attached.insert(ConnId(c));
                 self.hub.attach(
@@ -305,28 +324,33 @@ impl Replica {
                 msg,
                 sn,
                 room,
-                ..
-            } => match decode_request(&id, &m, msg, sn) {
+            } => match decode_request(id, &m, msg, sn) {
                 Some(incoming) => {
-                    if let Ok(mut slot) = self.room_ids.lock() {
+                    // Only a match request carries a room id (and may form a room).
+                    let carries_room = room.is_some();
+                    if carries_room && let Ok(mut slot) = self.room_ids.lock() {
                         *slot = room;
                     }
                     self.hub
                         .handle(ConnId(c), incoming.id, incoming.request, now, out);
-                    if let Ok(mut slot) = self.room_ids.lock() {
+                    if carries_room && let Ok(mut slot) = self.room_ids.lock() {
                         *slot = None;
                     }
                 }
                 None => tracing::warn!(method = %m, "log entry with an unknown request skipped"),
             },
-            Entry::Detach { c, .. } => {
+            Entry::Detach { c } => {
                 self.attached.remove(&ConnId(c));
                 self.hub.detach(ConnId(c), now, out);
             }
-            Entry::Tick { .. } => self.hub.tick(now, out),
-            Entry::NodeDown { n, .. } => {
-                let range = ConnId(n << NODE_SHIFT)..ConnId((n + 1) << NODE_SHIFT);
-                let gone: Vec<ConnId> = self.attached.range(range).copied().collect();
+            Entry::Tick => self.hub.tick(now, out),
+            Entry::NodeDown { n } => {
+                // Node numbers are below MAX_NODE (checked where they are made), so the
+                // range is never empty-and-reversed (which would panic).
+                let gone: Vec<ConnId> = match node_range(n) {
+                    Some(range) => self.attached.range(range).copied().collect(),
+                    None => Vec::new(),
+                };
                 for conn in gone {
                     self.attached.remove(&conn);
                     self.hub.detach(conn, now, out);
@@ -391,10 +415,16 @@ struct Shared {
     /// The data set this copy belongs to (`{prefix}:epoch`).
     epoch: Mutex<String>,
     next_conn: AtomicU64,
-    /// Redis answered the last command and the last read.
-    healthy: AtomicBool,
+    /// Redis answered the last command.
+    commands_ok: AtomicBool,
+    /// The log reader's last read succeeded.
+    reads_ok: AtomicBool,
+    /// The log reader ended other than by shutdown (a panic): the node cannot serve.
+    reader_gone: AtomicBool,
+    /// This node read its own `node_down` and has no new number yet.
+    fencing: AtomicBool,
     /// Detaches that could not be appended (Redis down), retried by the heartbeat.
-    pending_detach: Mutex<Vec<(ConnId, u64)>>,
+    pending_detach: Mutex<Vec<ConnId>>,
     last_tick_sent: Mutex<Option<Instant>>,
 }
 
@@ -444,14 +474,13 @@ impl RedisBroker {
         let mut redis = connect(&options.url, Duration::from_secs(2)).await?;
         // The reader blocks in XREAD, so it has a connection of its own.
         let reader = connect(&options.url, READ_BLOCK + Duration::from_secs(2)).await?;
-        let node: u64 = redis::cmd("INCR")
-            .arg(key(&options.prefix, "nodes"))
-            .query_async(&mut redis)
+        let node = register(&mut redis, &options.prefix)
             .await
             .map_err(|source| RedisStartError::Connect {
                 url: options.url.clone(),
                 source,
             })?;
+        check_settings(&mut redis, &options, &hub_config).await?;
         let epoch = ensure_epoch(&mut redis, &options.prefix)
             .await
             .map_err(|source| RedisStartError::Connect {
@@ -470,14 +499,18 @@ impl RedisBroker {
                 node: AtomicU64::new(node),
                 epoch: Mutex::new(epoch),
                 next_conn: AtomicU64::new(1),
-                healthy: AtomicBool::new(true),
+                commands_ok: AtomicBool::new(true),
+                reads_ok: AtomicBool::new(true),
+                reader_gone: AtomicBool::new(false),
+                fencing: AtomicBool::new(false),
                 pending_detach: Mutex::new(Vec::new()),
                 last_tick_sent: Mutex::new(None),
             }),
         };
         broker.heartbeat().await;
         tracing::info!(node, "joined the cluster through Redis");
-        tokio::spawn(broker.clone().read_log(reader, stop.clone()));
+        let reader_task = tokio::spawn(broker.clone().read_log(reader, stop.clone()));
+        tokio::spawn(broker.clone().watch_reader(reader_task, stop.clone()));
         tokio::spawn(broker.clone().keep_alive(stop.clone()));
         tokio::spawn(broker.clone().snapshots(stop.clone()));
         tokio::spawn(broker.clone().tick_grace(stop));
@@ -502,14 +535,23 @@ impl RedisBroker {
         key(&self.shared.options.prefix, name)
     }
 
-    fn set_healthy(&self, ok: bool) {
-        let was = self.shared.healthy.swap(ok, Ordering::Relaxed);
-        if was != ok {
-            if ok {
-                tracing::info!("Redis is reachable again");
-            } else {
-                tracing::error!("Redis is unreachable: requests fail until it is back");
-            }
+    /// Records whether Redis answered a command (`reads`: the log reader's read). Only a
+    /// change is written (and logged): this runs for every request.
+    fn set_healthy(&self, reads: bool, ok: bool) {
+        let flag = if reads {
+            &self.shared.reads_ok
+        } else {
+            &self.shared.commands_ok
+        };
+        if flag.load(Ordering::Relaxed) == ok {
+            return;
+        }
+        flag.store(ok, Ordering::Relaxed);
+        let what = if reads { "reading the log" } else { "commands" };
+        if ok {
+            tracing::info!("Redis answers again ({what})");
+        } else {
+            tracing::error!("Redis is unreachable ({what}): requests fail until it is back");
         }
     }
 
@@ -524,8 +566,27 @@ impl RedisBroker {
             .arg(text)
             .query_async(&mut redis)
             .await;
-        self.set_healthy(added.is_ok());
+        self.set_healthy(false, added.is_ok());
         added.map(drop).map_err(unavailable)
+    }
+
+    /// A node whose log reader died (a panic) would take requests and never answer them:
+    /// it reports itself unhealthy (so the load balancer stops sending players) and closes
+    /// its sockets (1012), so that they go to another node.
+    async fn watch_reader(self, reader: tokio::task::JoinHandle<()>, stop: CancellationToken) {
+        let ended = reader.await;
+        if stop.is_cancelled() {
+            return;
+        }
+        tracing::error!(
+            panicked = ended.is_err(),
+            "the log reader stopped: this node can no longer serve; closing its connections"
+        );
+        self.shared.reader_gone.store(true, Ordering::Relaxed);
+        self.close_all(
+            crate::connection::close::RESTART,
+            "node cannot serve: log reader stopped",
+        );
     }
 
     /// Reads the log forever, applying each entry to the copy of the Hub.
@@ -561,14 +622,14 @@ impl RedisBroker {
             match reply {
                 Ok(reply) => {
                     failed = false;
-                    self.set_healthy(true);
+                    self.set_healthy(true, true);
                     self.apply_batch(&last_id, &reply);
                 }
                 Err(e) => {
                     if !failed {
                         tracing::warn!(error = %e, "reading the log failed");
                     }
-                    self.set_healthy(false);
+                    self.set_healthy(true, false);
                     failed = true;
                 }
             }
@@ -591,15 +652,19 @@ impl RedisBroker {
                     tracing::warn!("log entry with an unreadable id skipped");
                     continue;
                 };
+                let time = stream_id(id).map_or(replica.clock, |(ms, _)| ms);
                 match text.map(serde_json::from_slice::<Entry>) {
-                    Some(Ok(entry)) => fenced |= replica.apply(entry, me, &self.shared.metrics),
+                    Some(Ok(entry)) => {
+                        fenced |= replica.apply(entry, time, me, &self.shared.metrics);
+                    }
                     _ => tracing::warn!(%id, "unreadable log entry skipped"),
                 }
                 replica.last_id.clear();
                 replica.last_id.push_str(id);
             }
         }
-        if fenced {
+        // Several nodes may append this node's `node_down`: one fencing is enough.
+        if fenced && !self.shared.fencing.swap(true, Ordering::AcqRel) {
             self.fenced();
         }
     }
@@ -619,20 +684,24 @@ impl RedisBroker {
                 "node rejoining the cluster",
             );
         }
+        // Until it has a new number, the node refuses new connections (their ids would be
+        // under the dead number).
         let broker = self.clone();
         tokio::spawn(async move {
-            let mut redis = broker.shared.redis.clone();
-            match redis::cmd("INCR")
-                .arg(broker.key("nodes"))
-                .query_async::<u64>(&mut redis)
-                .await
-            {
-                Ok(node) => {
-                    broker.shared.node.store(node, Ordering::Relaxed);
-                    tracing::info!(node, "registered again");
-                    broker.heartbeat().await;
+            let mut every = tokio::time::interval(broker.shared.options.heartbeat);
+            loop {
+                every.tick().await;
+                let mut redis = broker.shared.redis.clone();
+                match register(&mut redis, &broker.shared.options.prefix).await {
+                    Ok(node) => {
+                        broker.shared.node.store(node, Ordering::Relaxed);
+                        broker.heartbeat().await;
+                        broker.shared.fencing.store(false, Ordering::Release);
+                        tracing::info!(node, "registered again");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not register again yet"),
                 }
-                Err(e) => tracing::error!(error = %e, "could not register again"),
             }
         });
     }
@@ -665,7 +734,12 @@ impl RedisBroker {
                 .await
                 .map_err(unavailable)?;
             let trimmed_away = trimmed.is_some_and(|t| stream_id(&seen) < stream_id(&t));
-            lost = found.is_empty() && !trimmed_away;
+            if found.is_empty() && trimmed_away {
+                // Not lost, but gone for this copy: what follows it cannot be applied.
+                tracing::error!(%seen, "the log was trimmed past this node's position: starting over from the snapshot");
+                return self.start_over(reader).await;
+            }
+            lost = found.is_empty();
         }
         if lost {
             tracing::error!(
@@ -726,7 +800,9 @@ impl RedisBroker {
 
     async fn snapshot_once(&self, period: Duration) -> Result<(), BrokerError> {
         let mut redis = self.shared.redis.clone();
-        let lock_ms = u64::try_from(period.as_millis() / 2)
+        // Held for most of a period: the nodes' timers are not aligned, and one snapshot
+        // per period is what the trimming below counts on.
+        let lock_ms = u64::try_from(period.as_millis() * 9 / 10)
             .unwrap_or(1_000)
             .max(1);
         let locked: Option<String> = redis::cmd("SET")
@@ -741,16 +817,6 @@ impl RedisBroker {
         if locked.is_none() {
             return Ok(());
         }
-        // Only a copy of the data set Redis has now may write its snapshot.
-        let epoch: Option<String> = redis::cmd("GET")
-            .arg(self.key("epoch"))
-            .query_async(&mut redis)
-            .await
-            .map_err(unavailable)?;
-        let mine = self.epoch();
-        if epoch.as_deref() != Some(mine.as_str()) {
-            return Ok(());
-        }
         let previous: Option<String> = redis::cmd("GET")
             .arg(self.key("snapshot_id"))
             .query_async(&mut redis)
@@ -758,45 +824,95 @@ impl RedisBroker {
             .map_err(unavailable)?;
         let current = self.replica().last_id.clone();
         // Nothing new since the last snapshot: no need to write the same state again.
-        if previous.as_deref() != Some(current.as_str()) {
+        if stream_id(&current) > previous.as_deref().and_then(stream_id) {
             let record = self
                 .replica()
-                .record(mine)
+                .record(self.epoch())
                 .map_err(BrokerError::Unavailable)?;
             let text = serde_json::to_string(&record)
                 .map_err(|e| BrokerError::Unavailable(format!("cannot encode a snapshot: {e}")))?;
-            let _: () = redis::pipe()
-                .atomic()
-                .cmd("SET")
+            let (ms, seq) = stream_id(&record.last_id).unwrap_or((0, 0));
+            // Atomically, and only if this copy belongs to the data set Redis has and is
+            // newer than the stored snapshot: a lagging node must not replace a newer one.
+            let written: i64 = redis::cmd("EVAL")
+                .arg(WRITE_SNAPSHOT)
+                .arg(3)
                 .arg(self.key("snapshot"))
-                .arg(&text)
-                .ignore()
-                .cmd("SET")
                 .arg(self.key("snapshot_id"))
+                .arg(self.key("epoch"))
+                .arg(&text)
+                .arg(ms)
+                .arg(seq)
                 .arg(&record.last_id)
-                .ignore()
+                .arg(&record.epoch)
                 .query_async(&mut redis)
                 .await
                 .map_err(unavailable)?;
-            tracing::debug!(bytes = text.len(), at = %record.last_id, "snapshot written");
+            tracing::debug!(bytes = text.len(), at = %record.last_id, written, "snapshot");
         }
-        if let Some(previous) = previous.filter(|p| stream_id(p) <= stream_id(&current)) {
-            let _: () = redis::pipe()
-                .atomic()
-                .cmd("XTRIM")
-                .arg(self.key("log"))
-                .arg("MINID")
-                .arg(&previous)
-                .ignore()
-                .cmd("SET")
-                .arg(self.key("trimmed"))
-                .arg(&previous)
-                .ignore()
-                .query_async(&mut redis)
-                .await
-                .map_err(unavailable)?;
+        // Trim up to the previous snapshot, but never past a live node's position (each
+        // node's liveness key holds the last entry it applied): a slow node keeps what it
+        // has yet to read.
+        let Some(mut trim_to) = previous else {
+            return Ok(());
+        };
+        for position in self.node_positions(&mut redis).await? {
+            if stream_id(&position).is_some() && stream_id(&position) < stream_id(&trim_to) {
+                trim_to = position;
+            }
         }
+        let _: () = redis::pipe()
+            .atomic()
+            .cmd("XTRIM")
+            .arg(&self.shared.log_key)
+            .arg("MINID")
+            .arg(&trim_to)
+            .ignore()
+            .cmd("SET")
+            .arg(self.key("trimmed"))
+            .arg(&trim_to)
+            .ignore()
+            .query_async(&mut redis)
+            .await
+            .map_err(unavailable)?;
         Ok(())
+    }
+
+    /// The last applied entry of every live node (their liveness keys).
+    async fn node_positions(
+        &self,
+        redis: &mut ConnectionManager,
+    ) -> Result<Vec<String>, BrokerError> {
+        let pattern = self.key("node:*");
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        // Bounded: a cluster has a handful of nodes; 100 rounds of SCAN cover any keyspace
+        // this deployment shares.
+        for _ in 0..100 {
+            let (next, mut found): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(redis)
+                .await
+                .map_err(unavailable)?;
+            keys.append(&mut found);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(redis)
+            .await
+            .map_err(unavailable)?;
+        Ok(values.into_iter().flatten().collect())
     }
 
     /// A node whose position is older than the trimmed part of the log cannot read on
@@ -854,14 +970,15 @@ impl RedisBroker {
     async fn heartbeat(&self) -> bool {
         let mut redis = self.shared.redis.clone();
         let ttl = u64::try_from(self.shared.options.node_timeout.as_millis()).unwrap_or(5_000);
+        let position = self.replica().last_id.clone();
         let set: Result<(), _> = redis::cmd("SET")
             .arg(self.key(&format!("node:{}", self.node())))
-            .arg(epoch_ms())
+            .arg(position)
             .arg("PX")
             .arg(ttl.max(1))
             .query_async(&mut redis)
             .await;
-        self.set_healthy(set.is_ok());
+        self.set_healthy(false, set.is_ok());
         set.is_ok()
     }
 
@@ -873,12 +990,8 @@ impl RedisBroker {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         );
-        for (i, (conn, t)) in pending.iter().enumerate() {
-            if self
-                .append(&Entry::Detach { c: conn.0, t: *t })
-                .await
-                .is_err()
-            {
+        for (i, conn) in pending.iter().enumerate() {
+            if self.append(&Entry::Detach { c: conn.0 }).await.is_err() {
                 self.shared
                     .pending_detach
                     .lock()
@@ -909,7 +1022,7 @@ impl RedisBroker {
                     node = n,
                     "node stopped answering: detaching its connections"
                 );
-                let _ = self.append(&Entry::NodeDown { n, t: epoch_ms() }).await;
+                let _ = self.append(&Entry::NodeDown { n }).await;
             }
         }
     }
@@ -940,7 +1053,7 @@ impl RedisBroker {
                 }
                 *last = Some(Instant::now());
             }
-            let _ = self.append(&Entry::Tick { t: now }).await;
+            let _ = self.append(&Entry::Tick).await;
         }
     }
 }
@@ -986,6 +1099,73 @@ pub enum LoadError {
     Redis(#[from] redis::RedisError),
     #[error("the cluster's snapshot is unusable (another version of the server wrote it?): {0}")]
     Snapshot(String),
+}
+
+/// Stores a snapshot if its epoch is Redis's and it is newer than the stored one.
+/// KEYS: snapshot, snapshot_id, epoch. ARGV: text, ms, seq, id, epoch. Returns 1 if
+/// written.
+const WRITE_SNAPSHOT: &str = r"
+if redis.call('GET', KEYS[3]) ~= ARGV[5] then return 0 end
+local stored = redis.call('GET', KEYS[2])
+if stored then
+  local ms, seq = string.match(stored, '^(%d+)-(%d+)$')
+  local nms, nseq = tonumber(ARGV[2]), tonumber(ARGV[3])
+  ms, seq = tonumber(ms), tonumber(seq)
+  if ms and (nms < ms or (nms == ms and nseq <= seq)) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[4])
+return 1
+";
+
+/// Refuses to join a cluster whose room settings differ (the first node sets them).
+async fn check_settings(
+    redis: &mut ConnectionManager,
+    options: &RedisOptions,
+    config: &HubConfig,
+) -> Result<(), RedisStartError> {
+    let connect = |source| RedisStartError::Connect {
+        url: options.url.clone(),
+        source,
+    };
+    let settings_key = key(&options.prefix, "settings");
+    let mine = settings_fingerprint(config);
+    let _: Option<String> = redis::cmd("SET")
+        .arg(&settings_key)
+        .arg(&mine)
+        .arg("NX")
+        .query_async(redis)
+        .await
+        .map_err(connect)?;
+    let cluster: String = redis::cmd("GET")
+        .arg(&settings_key)
+        .query_async(redis)
+        .await
+        .map_err(connect)?;
+    if cluster != mine {
+        return Err(RedisStartError::Settings {
+            cluster,
+            mine,
+            key: settings_key,
+        });
+    }
+    Ok(())
+}
+
+/// A fresh node number (`INCR`), below [`MAX_NODE`].
+async fn register(redis: &mut ConnectionManager, prefix: &str) -> Result<u64, redis::RedisError> {
+    let node: u64 = redis::cmd("INCR")
+        .arg(key(prefix, "nodes"))
+        .query_async(redis)
+        .await?;
+    if node == 0 || node >= MAX_NODE - 1 {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "node numbers exhausted",
+            format!("{prefix}:nodes is {node}; reset it with every node stopped"),
+        )));
+    }
+    Ok(node)
 }
 
 /// The data set's epoch: made once (`SET NX`) when Redis has none, so a Redis that lost
@@ -1078,7 +1258,7 @@ impl Broker for RedisBroker {
             .arg(ttl.max(1))
             .query_async(&mut redis)
             .await;
-        self.set_healthy(set.is_ok());
+        self.set_healthy(false, set.is_ok());
         set.map_err(unavailable)?;
         Ok(session)
     }
@@ -1096,7 +1276,7 @@ impl Broker for RedisBroker {
             .arg(ttl.max(1))
             .query_async(&mut redis)
             .await;
-        self.set_healthy(got.is_ok());
+        self.set_healthy(false, got.is_ok());
         let Some(text) = got.map_err(unavailable)? else {
             return Ok(None);
         };
@@ -1115,6 +1295,13 @@ impl Broker for RedisBroker {
     }
 
     async fn attach(&self, conn: ConnHandle, attach: Attach) -> Result<(), BrokerError> {
+        if self.shared.fencing.load(Ordering::Acquire)
+            || self.shared.reader_gone.load(Ordering::Relaxed)
+        {
+            return Err(BrokerError::Unavailable(
+                "this node is rejoining the cluster".into(),
+            ));
+        }
         let id = conn.id;
         // Registered first, so the 20001 and replay of a resume have somewhere to go.
         self.replica().conns.insert(id, conn);
@@ -1125,7 +1312,6 @@ impl Broker for RedisBroker {
             z: attach.pool.zone.to_string(),
             res: attach.resumable,
             after: attach.resume_after,
-            t: epoch_ms(),
         };
         let appended = self.append(&entry).await;
         if appended.is_err() {
@@ -1135,21 +1321,19 @@ impl Broker for RedisBroker {
     }
 
     async fn request(&self, conn: ConnId, incoming: Incoming) -> Result<(), BrokerError> {
-        self.append(&Entry::request(conn, incoming, epoch_ms()))
-            .await
+        self.append(&Entry::request(conn, incoming)).await
     }
 
     async fn detach(&self, conn: ConnId) {
         self.replica().conns.remove(&conn);
-        let t = epoch_ms();
-        if self.append(&Entry::Detach { c: conn.0, t }).await.is_err() {
+        if self.append(&Entry::Detach { c: conn.0 }).await.is_err() {
             // Without it the others would think the player still online: retried by the
             // heartbeat until Redis is back.
             self.shared
                 .pending_detach
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push((conn, t));
+                .push(conn);
         }
     }
 
@@ -1174,7 +1358,11 @@ impl Broker for RedisBroker {
     }
 
     fn healthy(&self) -> bool {
-        self.shared.healthy.load(Ordering::Relaxed)
+        let s = &self.shared;
+        s.commands_ok.load(Ordering::Relaxed)
+            && s.reads_ok.load(Ordering::Relaxed)
+            && !s.reader_gone.load(Ordering::Relaxed)
+            && !s.fencing.load(Ordering::Relaxed)
     }
 }
 
@@ -1195,7 +1383,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":"x","method":"game/cancel_match","params":[]}"#,
         ] {
             let original = incoming(frame);
-            let entry = Entry::request(ConnId(3), original.clone(), 99);
+            let entry = Entry::request(ConnId(3), original.clone());
             let text = serde_json::to_string(&entry).expect("encodes");
             let back: Entry = serde_json::from_str(&text).expect("decodes");
             assert_eq!(back, entry);
@@ -1211,16 +1399,18 @@ mod tests {
                 panic!("not a request: {text}");
             };
             assert_eq!(room.is_some(), m == method::MATCH_PLAYER, "{text}");
-            let decoded = decode_request(&id, &m, msg, sn).expect("known request");
+            let decoded = decode_request(id, &m, msg, sn).expect("known request");
             assert_eq!(decoded, original, "{text}");
         }
     }
 
     #[test]
     fn unknown_requests_are_refused_not_guessed() {
-        assert!(decode_request("1", "game/teleport", None, None).is_none());
-        assert!(decode_request("1", method::SEND_CHAT_MSG, Some("x".into()), None).is_none());
-        assert!(decode_request("{}", method::MATCH_PLAYER, None, None).is_none());
+        assert!(decode_request("1".into(), "game/teleport", None, None).is_none());
+        assert!(
+            decode_request("1".into(), method::SEND_CHAT_MSG, Some("x".into()), None).is_none()
+        );
+        assert!(decode_request("{}".into(), method::MATCH_PLAYER, None, None).is_none());
     }
 
     #[test]
@@ -1263,13 +1453,11 @@ mod tests {
             z: "z".into(),
             res: true,
             after: None,
-            t: 10,
         };
         let matching = |c: u64| {
             Entry::request(
                 ConnId(c),
                 incoming(r#"{"jsonrpc":"2.0","id":"m","method":"game/match_player","params":[]}"#),
-                11,
             )
         };
         let log = vec![
@@ -1277,12 +1465,18 @@ mod tests {
             attach((2 << NODE_SHIFT) | 1, "p2"),
             matching(1 << NODE_SHIFT),
             matching((2 << NODE_SHIFT) | 1),
-            Entry::NodeDown { n: 2, t: 12 },
+            Entry::NodeDown { n: 2 },
+            Entry::Tick,
         ];
-        for entry in log {
+        for (time, entry) in (10..).zip(log) {
             let text = serde_json::to_string(&entry).expect("encodes");
-            a.apply(serde_json::from_str(&text).expect("decodes"), 1, &metrics);
-            b.apply(entry, 2, &metrics);
+            a.apply(
+                serde_json::from_str(&text).expect("decodes"),
+                time,
+                1,
+                &metrics,
+            );
+            b.apply(entry, time, 2, &metrics);
         }
         assert_eq!(a.hub.stats(), b.hub.stats());
         assert_eq!(a.hub.stats().rooms, 1);
@@ -1291,5 +1485,18 @@ mod tests {
         assert_eq!(a.attached, b.attached);
         assert_eq!(a.attached.len(), 1);
         assert_eq!(a.hub.player_of(ConnId((2 << NODE_SHIFT) | 1)), None);
+        assert_eq!(a.clock, 15);
+        assert_eq!(
+            serde_json::to_string(&a.record("e".into()).expect("a record")).ok(),
+            serde_json::to_string(&b.record("e".into()).expect("a record")).ok(),
+            "both copies snapshot to the same state"
+        );
+    }
+
+    #[test]
+    fn node_ranges_never_panic() {
+        assert_eq!(node_range(1), Some(ConnId(1 << 40)..ConnId(2 << 40)));
+        assert_eq!(node_range(MAX_NODE - 1), None);
+        assert_eq!(node_range(u64::MAX), None);
     }
 }

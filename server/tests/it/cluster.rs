@@ -588,6 +588,24 @@ async fn a_late_node_starts_from_the_snapshot_and_redis_keeps_only_recent_log() 
     b.expect_silence(Duration::from_millis(200)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_other_room_settings_refuses_to_join() {
+    let redis = Redis::start();
+    let _first = node(&redis).await;
+    let mut config = test_config();
+    config.redis_url = Some(redis.url());
+    config.room_size = 3;
+    let refused = matchchat_server::start(config).await;
+    let Err(e) = refused else {
+        panic!("a node with room size 3 joined a cluster of room size 2");
+    };
+    let text = e.to_string();
+    assert!(
+        text.contains("room-size=2") && text.contains("room-size=3"),
+        "{text}"
+    );
+}
+
 fn redis_cli(redis: &Redis, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
         .args(["-p", &redis.port.to_string()])
