@@ -6,9 +6,10 @@
 //! validated request, a disconnect, a grace period due, a node found dead — is not applied
 //! locally but appended (`XADD`) to the stream `{prefix}:log`; every node reads the
 //! stream in order (`XREAD BLOCK`) and applies each entry to its copy. The Hub is
-//! deterministic (time and room ids come from the entries), so all copies go through the
-//! same states, and each node carries out only the effects addressed to its own
-//! connections. So:
+//! deterministic (room ids are carried by the entries, time is the stream ids' — Redis's
+//! clock), so all copies go through the same states, and each node carries out only the
+//! effects addressed to its own connections. Every node must run the same room settings
+//! (checked at start, `{prefix}:settings`). So:
 //! - matching is atomic across nodes: Redis puts all requests in one order, and every
 //!   copy forms the same rooms from it, so nobody is matched twice;
 //! - the room rules stay in `core` only (no second version in Lua);
@@ -18,7 +19,8 @@
 //!
 //! Connection ids are `node << 40 | n`, the node number coming from `INCR
 //! {prefix}:nodes`, so they are unique across nodes. Each node refreshes
-//! `{prefix}:node:{n}` (`SET PX`); a node that sees the key of another node with
+//! `{prefix}:node:{n}` (`SET PX`, holding the last entry it applied); a node that sees the
+//! key of another node with
 //! connections gone appends `node_down`, and every copy then detaches that node's
 //! connections (grace periods start, as for a dropped socket). A node that reads its own
 //! `node_down` (it was cut off too long) closes its sockets (1012) and registers anew.
@@ -27,10 +29,11 @@
 //! resume any session.
 //!
 //! Every `--snapshot-every-ms` one node (`SET NX` lock) writes its copy's state with the
-//! id of the last entry it includes (`{prefix}:snapshot`) and trims the log up to the
-//! previous snapshot (`XTRIM MINID`), so Redis holds one period of log plus one state. A
-//! node that joins starts from the snapshot and reads the log after it; a node that fell
-//! behind the trimmed part starts over the same way.
+//! id of the last entry it includes (`{prefix}:snapshot`, only ever forward) and trims the
+//! log up to the previous snapshot but never past a live node's position (`XTRIM MINID`),
+//! so Redis holds about one period of log plus one state. A node that joins starts from
+//! the snapshot and reads the log after it; a node whose position was trimmed away (it
+//! was cut off) starts over the same way.
 //!
 //! Limit of this design, chosen for correctness first: every node holds the whole state
 //! (it scales the sockets, the JSON and the rate limits across nodes, not the memory of
