@@ -255,8 +255,8 @@ impl RoomLog {
     }
 
     fn push(&mut self, seq: u64, event: Event) {
-        if self.events.len() >= self.capacity
-            && let Some((old_seq, Event::Chat { sender, sn, .. })) = self.events.pop_front()
+        let was_full = self.events.len() >= self.capacity;
+        if was_full && let Some((old_seq, Event::Chat { sender, sn, .. })) = self.events.pop_front()
         {
             let h = self.sn_hash(sender, &sn);
             if self.by_sn.get(&h) == Some(&old_seq) {
@@ -268,6 +268,16 @@ impl RoomLog {
             self.by_sn.insert(h, seq);
         }
         self.events.push_back((seq, event));
+        if !was_full && self.events.len() == self.capacity {
+            // The log just filled: from now on every message removes one entry of the
+            // index and adds one. hashbrown leaves a tombstone per removal and, once they
+            // use up its spare room, doubles a table more than half full; that came some
+            // 3.5 capacities of messages later, as a late step of +14 % RSS in the steady
+            // soak (docs/BENCHMARKS.md). Taken now, at most half full, the index only
+            // ever rehashes in place, so a full room's memory stays constant.
+            self.by_sn
+                .reserve((2 * self.capacity + 1).saturating_sub(self.by_sn.len()));
+        }
     }
 
     fn get(&self, seq: u64) -> Option<&Event> {
@@ -1025,5 +1035,69 @@ fn send_push(conn: ConnId, code: Code, result: Arc<str>) -> Effect {
         kind: FrameKind::Push,
         code,
         result,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(sender: usize, n: u64) -> Event {
+        Event::Chat {
+            sender,
+            sn: format!("sn-{n}").into_boxed_str(),
+            msg: "hello".into(),
+            ts: 0,
+        }
+    }
+
+    /// A full log's `chat_sn` index keeps the size it took when the log filled, however
+    /// many messages pass through it after (without the reservation in `push`, it doubled
+    /// after ≈ 3.5 capacities).
+    #[test]
+    fn full_log_index_does_not_grow() {
+        let capacity = 1_000;
+        let mut log = RoomLog::new(capacity);
+        let mut seq = 0;
+        while log.events.len() < capacity {
+            seq += 1;
+            log.push(seq, chat((seq % 2) as usize, seq));
+        }
+        let at_fill = log.by_sn.capacity();
+        assert!(at_fill > 2 * capacity, "index at fill: {at_fill}");
+        let mut largest = at_fill;
+        for _ in 0..10 * capacity {
+            seq += 1;
+            log.push(seq, chat((seq % 2) as usize, seq));
+            largest = largest.max(log.by_sn.capacity());
+        }
+        assert_eq!(largest, at_fill, "the index grew after the log was full");
+        assert_eq!(log.events.len(), capacity);
+        assert_eq!(log.by_sn.len(), capacity);
+        // The memory still answers for the last `capacity` messages, and only those.
+        let roster = vec![PlayerId::from("a"), PlayerId::from("b")];
+        let newest = seq;
+        let oldest_kept = seq - capacity as u64 + 1;
+        assert!(
+            log.find_chat((newest % 2) as usize, &format!("sn-{newest}"), &roster)
+                .is_some()
+        );
+        assert!(
+            log.find_chat(
+                (oldest_kept % 2) as usize,
+                &format!("sn-{oldest_kept}"),
+                &roster
+            )
+            .is_some()
+        );
+        let forgotten = oldest_kept - 1;
+        assert!(
+            log.find_chat(
+                (forgotten % 2) as usize,
+                &format!("sn-{forgotten}"),
+                &roster
+            )
+            .is_none()
+        );
     }
 }
