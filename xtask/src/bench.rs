@@ -12,7 +12,8 @@
 //!   `match`, `buffer`, `soak`, `soak-steady`);
 //! - `--out PATH`: where to write the report (default `docs/BENCHMARKS.md`).
 //!
-//! Takes about 10 minutes plus the soak. Not part of the tests (too long, too noisy).
+//! Takes about 10 minutes plus the two soaks (10 minutes each by default). Not part of
+//! the tests (too long, too noisy).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
