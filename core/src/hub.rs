@@ -275,8 +275,10 @@ impl RoomLog {
             // 3.5 capacities of messages later, as a late step of +14 % RSS in the steady
             // soak (docs/BENCHMARKS.md). Taken now, at most half full, the index only
             // ever rehashes in place, so a full room's memory stays constant.
-            self.by_sn
-                .reserve((2 * self.capacity + 1).saturating_sub(self.by_sn.len()));
+            self.by_sn.reserve(
+                self.capacity.saturating_mul(2).saturating_add(1)
+                    - self.by_sn.len().min(self.capacity),
+            );
         }
     }
 
